@@ -1,0 +1,26 @@
+"""`gridledger edge ...`: the gateway's commands.
+
+Signing and inspection live here; meter commands (scan, read) come from
+`edge.meters.cli`, agent commands from their own modules, each adding to the same group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# Modules that add commands to the `edge` group through `add_commands(subparsers)`.
+COMMAND_MODULES: tuple[str, ...] = ("edge.signing_cli", "edge.meters.cli")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str) -> None:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_commands(commands)

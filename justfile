@@ -1,0 +1,30 @@
+# GridLedger recipes.  Run them through ./dev (which sets up .venv first), e.g. `./dev test`.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
+
+# list the recipes
+default:
+    @just --list
+
+# the main job on embedded defaults (see `gridledger demo --help`)
+demo *ARGS:
+    gridledger demo {{ARGS}}
+
+# lint, type-check and run every test (what CI runs)
+test: lint typecheck pytest
+
+# ruff over the whole tree
+lint:
+    ruff check .
+
+# mypy; strict on the portable core (pyproject.toml)
+typecheck:
+    mypy
+
+# pytest with warnings as errors; pass extra pytest arguments after the recipe name
+pytest *ARGS:
+    pytest -W error {{ARGS}}
+
+# signs/s and verifies/s for every ES256 backend in one run
+bench-crypto *ARGS:
+    python bench/bench_crypto.py {{ARGS}}
