@@ -29,6 +29,12 @@ exception escaping a decoder is a bug, and the fuzz tests say so.
         │   ├── RevokedCertificateError   cert.revoked
         │   └── MalformedCertificateError cert.structure
         └── FrameError                frame.*            meter framing (modbus.py, dsmr.py)
+            ├── CrcError              frame.crc          CRC-16/MODBUS or CRC-16/ARC mismatch
+            ├── TruncatedFrameError   frame.truncated    frame ended early, bytes left over
+            ├── MalformedFrameError   frame.malformed    lengths or fields inconsistent
+            ├── FrameLimitError       frame.limit        over a documented size limit
+            ├── UnsupportedFunctionError frame.function  Modbus function we cannot frame
+            └── ModbusExceptionError  modbus.exception   the meter answered an exception
 
 Portable: runs on MicroPython, so no typing, dataclasses or f-string "=" here.
 """
