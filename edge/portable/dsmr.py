@@ -209,15 +209,19 @@ def si_value(value: str, unit: str) -> tuple[float, str]:
 def reading_values(telegram: Telegram) -> dict[str, tuple[float, str]]:
     """OBIS -> (SI value, SI unit) for every object whose last group has a unit.
 
-    The last group is the reading (gas objects put a timestamp first); objects without
-    a unit (identifiers, timestamps, tariff indicator, texts) are left out.
+    The last group is the reading (gas objects put a timestamp first; DSMR 2.2 puts the
+    unit in its own group before the value); objects without a unit (identifiers,
+    timestamps, tariff indicator, texts) are left out.
     """
     out: dict[str, tuple[float, str]] = {}
     for obis, groups in telegram.objects.items():
-        if not groups or not groups[-1][1]:
+        if not groups:
             continue
         value, unit = groups[-1]
-        out[obis] = si_value(value, unit)
+        if not unit and len(groups) >= 2 and groups[-2][0] in SI_UNITS:
+            unit = groups[-2][0]  # DSMR 2.2 gas: ...(m3) CR LF (00124.477)
+        if unit:
+            out[obis] = si_value(value, unit)
     return out
 
 
