@@ -13,7 +13,10 @@ import importlib
 COMMAND_MODULES: tuple[str, ...] = ("edge.signing_cli", "edge.meters.cli")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str) -> None:
+SubParsers = argparse._SubParsersAction  # the type argparse returns from add_subparsers
+
+
+def register(sub: SubParsers, name: str, help_text: str) -> None:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:

@@ -50,5 +50,7 @@ def run(
     out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace")
-        raise AssertionError(f"micropython exited {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}")
+        raise AssertionError(
+            f"micropython exited {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+        )
     return out

@@ -26,6 +26,7 @@ exception escaping a decoder is a bug, and the fuzz tests say so.
         │   ├── CertificateExpiredError   cert.expired
         │   ├── CertificateNotYetValidError cert.not_yet_valid
         │   ├── ForeignCertificateError   cert.foreign
+        │   ├── CertificateSignatureError cert.signature
         │   ├── RevokedCertificateError   cert.revoked
         │   └── MalformedCertificateError cert.structure
         └── FrameError                frame.*            meter framing (modbus.py, dsmr.py)
@@ -145,6 +146,10 @@ class CertificateNotYetValidError(CertificateError):
 
 class ForeignCertificateError(CertificateError):
     code = "cert.foreign"
+
+
+class CertificateSignatureError(CertificateError):
+    code = "cert.signature"
 
 
 class RevokedCertificateError(CertificateError):

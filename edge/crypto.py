@@ -1,0 +1,134 @@
+"""ES256 on CPython: the portable API over OpenSSL, plus key files.
+
+`SigningKey` and `verify` have the same shape as `edge.portable.p256` and give the same
+bytes (both use RFC 6979 deterministic nonces), so code written against one runs with
+the other.  The backend is `cryptography` (OpenSSL): `just bench-crypto` measured it
+against pycryptodome and pure Python, see docs/decisions.md.
+
+Key files: private keys are PEM PKCS#8, written with mode 0600 and never logged; public
+keys are PEM SubjectPublicKeyInfo.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from edge.portable import p256
+from edge.portable.errors import LocalProtocolError
+
+_ECDSA_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_UNCOMPRESSED = serialization.PublicFormat.UncompressedPoint
+_X962 = serialization.Encoding.X962
+
+
+class SigningKey:
+    """A P-256 private key signing with deterministic ECDSA through OpenSSL."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise LocalProtocolError("key is not on P-256")
+        self._key = key
+        self._public = key.public_key().public_bytes(_X962, _UNCOMPRESSED)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SigningKey:
+        if len(raw) != p256.SECRET_BYTES:
+            raise LocalProtocolError("private key must be 32 bytes")
+        return cls(ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1()))
+
+    def to_bytes(self) -> bytes:
+        return self._key.private_numbers().private_value.to_bytes(32, "big")
+
+    def public_key(self) -> bytes:
+        return self._public
+
+    def sign(self, message: bytes) -> bytes:
+        r, s = decode_dss_signature(self._key.sign(message, _ECDSA_DETERMINISTIC))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def to_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def __repr__(self) -> str:
+        return "SigningKey(<secret>)"
+
+
+def _public_key_object(public_key: bytes) -> ec.EllipticCurvePublicKey:
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True when `signature` (64-byte r || s) is valid for `message` under `public_key`."""
+    if len(signature) != p256.SIGNATURE_BYTES or len(public_key) != p256.PUBLIC_KEY_BYTES:
+        return False
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    if not (0 < r < p256.N and 0 < s < p256.N):
+        return False
+    try:
+        key = _public_key_object(public_key)
+        key.verify(encode_dss_signature(r, s), message, _ECDSA)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# -- key files -------------------------------------------------------------------------
+
+
+def write_private_key(path: Path, key: SigningKey) -> None:
+    """Write a PEM PKCS#8 private key, readable by its owner only (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.to_pem())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_private_key(path: Path) -> SigningKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise LocalProtocolError(f"{path}: not a PEM private key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise LocalProtocolError(f"{path}: not an EC private key")
+    return SigningKey(key)
+
+
+def public_key_to_pem(public_key: bytes) -> bytes:
+    return _public_key_object(public_key).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_key_from_pem(data: bytes, source: str = "public key") -> bytes:
+    """65-byte uncompressed P-256 key from PEM SubjectPublicKeyInfo."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise LocalProtocolError(f"{source}: not a PEM public key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise LocalProtocolError(f"{source}: not a P-256 public key")
+    return key.public_bytes(_X962, _UNCOMPRESSED)
