@@ -35,6 +35,7 @@ SI_UNITS = ("J", "W", "V", "A", "Hz", "/", "m3", "s", "var", "varh")
 PARITIES = ("N", "E", "O")
 # An OBIS reduced ID as meters print it: A-B:C.D.E (IEC 62056-61 §4).
 OBIS_RE = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}$")
+FRAMING_RE = re.compile(r"^[78][NEO][12]$")
 NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 # A profile with more quantities is a mistake: no meter we know exposes that many
 # values worth signing, and each one costs bytes in every batch (≤ 1 KiB per CoAP).
@@ -55,6 +56,17 @@ class SerialSettings:
     bytesize: int
     parity: str
     stopbits: int
+
+    @property
+    def framing(self) -> str:
+        return f"{self.bytesize}{self.parity}{self.stopbits}"
+
+    def override(self, baud: int | None = None, framing: str | None = None) -> SerialSettings:
+        """These settings with another baud rate and/or framing such as "8N1" or "7E1"."""
+        if framing is not None and not FRAMING_RE.match(framing):
+            raise ProfileError(f"framing {framing!r} is not like 8N1 or 7E1")
+        f = framing or self.framing
+        return SerialSettings(baud or self.baud, int(f[0]), f[1], int(f[2]))
 
 
 @dataclass(frozen=True)
