@@ -6,14 +6,14 @@ Signing and inspection live here; meter commands (scan, read) come from
 
 from __future__ import annotations
 
-import argparse
 import importlib
+
+from gridledger.output import SubParsers
 
 # Modules that add commands to the `edge` group through `add_commands(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = ("edge.signing_cli", "edge.meters.cli")
 
 
-SubParsers = argparse._SubParsersAction  # the type argparse returns from add_subparsers
 
 
 def register(sub: SubParsers, name: str, help_text: str) -> None:

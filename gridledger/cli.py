@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GridLedgerError as exc:
         print(f"error [{exc.code}]: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except OSError as exc:
+        print(f"error [io]: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
         return 130
     return result

@@ -1,0 +1,153 @@
+"""`gridledger certs ...`: the registrar's commands."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from certs.registrar import Registrar, registrar_public_key, revoked_devices
+from edge import crypto
+from edge.portable import cwt
+from edge.portable.errors import CertificateError
+from gridledger.output import SubParsers, describe_validity, iso_utc, key_value_lines
+
+
+def register(sub: SubParsers, name: str, help_text: str) -> None:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_init(commands)
+    _add_issue(commands)
+    _add_show(commands)
+    _add_revoke(commands)
+
+
+def _add_init(commands: SubParsers) -> None:
+    p = commands.add_parser(
+        "init",
+        help="create a registrar key pair",
+        description="Create a registrar directory: a P-256 key pair (private key PEM PKCS#8, "
+        "mode 0600) whose public key goes into every genesis file.",
+    )
+    p.add_argument("--dir", required=True, type=Path, help="registrar directory to create")
+    p.add_argument("--name", default="registrar", help="issuer name written into certificates")
+    p.set_defaults(func=cmd_init)
+
+
+def _add_issue(commands: SubParsers) -> None:
+    p = commands.add_parser(
+        "issue",
+        help="certify a device key",
+        description="Issue a device certificate (a CWT signed by the registrar). Without "
+        "--public-key a new device key is generated and written to --key-out; with it, "
+        "only that public key is certified (a secure element keeps its private key).",
+        epilog="example: gridledger certs issue --dir ca --device-id gw-0001 "
+        "--meter SDM630-17 --out gw-0001.cwt --key-out gw-0001.key",
+    )
+    p.add_argument("--dir", required=True, type=Path, help="registrar directory")
+    p.add_argument("--device-id", required=True, help="device id: 1..64 of [A-Za-z0-9._:-]")
+    p.add_argument("--public-key", type=Path, help="PEM public key to certify (secure element)")
+    p.add_argument("--meter", action="append", default=[], metavar="SERIAL",
+                   help="a meter serial the device may report for (repeatable)")
+    p.add_argument("--days", type=int, default=730, help="validity in days (default 730)")
+    p.add_argument("--out", required=True, type=Path, help="certificate file to write")
+    p.add_argument("--key-out", type=Path, help="where to write a generated device key (0600)")
+    p.set_defaults(func=cmd_issue)
+
+
+def _add_show(commands: SubParsers) -> None:
+    p = commands.add_parser(
+        "show",
+        help="print a certificate's claims and validity",
+        description="Print a device certificate in human-readable form. With --ca-dir the "
+        "registrar signature and revocation are checked too, and the exit status says "
+        "whether the certificate is valid now.",
+    )
+    p.add_argument("cert", type=Path, help="certificate file")
+    p.add_argument("--ca-dir", type=Path, help="registrar directory to check the chain against")
+    p.set_defaults(func=cmd_show)
+
+
+def _add_revoke(commands: SubParsers) -> None:
+    p = commands.add_parser(
+        "revoke",
+        help="revoke a device",
+        description="Record the revocation of a device in the registrar directory; the "
+        "aggregator puts it on chain so every node refuses the device from then on.",
+    )
+    p.add_argument("--dir", required=True, type=Path, help="registrar directory")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--reason", default="", help="free text kept with the revocation")
+    p.set_defaults(func=cmd_revoke)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    registrar = Registrar.init(args.dir, args.name)
+    print(f"registrar {registrar.name!r} created in {args.dir}")
+    print(f"  private key  {args.dir / 'registrar.key'} (0600, keep it offline)")
+    print(f"  public key   {args.dir / 'registrar.pub'}")
+    print(f"  key id       {registrar.key_id.hex()}")
+    return 0
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    registrar = Registrar.open(args.dir)
+    public_key = None
+    if args.public_key is not None:
+        public_key = crypto.public_key_from_pem(args.public_key.read_bytes(), str(args.public_key))
+    elif args.key_out is None:
+        print("error [certs.usage]: give --key-out for the generated device key, or "
+              "--public-key to certify an existing one", file=sys.stderr)
+        return 2
+    issued = registrar.issue(args.device_id, int(time.time()), public_key,
+                             tuple(args.meter), args.days)
+    args.out.write_bytes(issued.certificate)
+    if issued.device_key is not None:
+        crypto.write_private_key(args.key_out, issued.device_key)
+    print(f"certificate for {args.device_id} written to {args.out} "
+          f"(valid until {iso_utc(issued.claims.expires_at)})")
+    if issued.device_key is not None:
+        print(f"device private key written to {args.key_out} (0600)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    data = args.cert.read_bytes()
+    message, cert = cwt.parse(data)
+    now_s = int(time.time())
+    rows = [
+        ("certificate", f"{args.cert} ({len(data)} bytes, sha256 "
+                        f"{hashlib.sha256(data).hexdigest()[:16]})"),
+        ("issuer", cert.issuer),
+        ("device", cert.device_id),
+        ("public key", f"{cert.public_key.hex()[:32]}... (P-256)"),
+        ("meters", ", ".join(cert.meters) or "(any)"),
+        ("issued", iso_utc(cert.issued_at)),
+        ("expires", iso_utc(cert.expires_at)),
+        ("validity", describe_validity(cert.issued_at, cert.expires_at, now_s)),
+        ("signed by", f"registrar key {message.kid.hex()}"),
+    ]
+    status = 0
+    if args.ca_dir is None:
+        rows.append(("chain", "not checked (give --ca-dir)"))
+    else:
+        try:
+            cwt.verify(data, registrar_public_key(args.ca_dir), now_s, crypto.verify,
+                       revoked_devices(args.ca_dir))
+            rows.append(("chain", f"verified against the registrar in {args.ca_dir}"))
+        except CertificateError as exc:
+            rows.append(("chain", f"FAILED [{exc.code}] {exc}"))
+            status = 1
+    print(key_value_lines(rows))
+    return status
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    registrar = Registrar.open(args.dir)
+    if registrar.revoke(args.device_id, int(time.time()), args.reason):
+        print(f"device {args.device_id} revoked")
+    else:
+        print(f"device {args.device_id} was already revoked")
+    return 0
