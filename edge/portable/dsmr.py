@@ -47,6 +47,7 @@ from .modbus import CrcError, FrameLimitError, MalformedFrameError, TruncatedFra
 MAX_TELEGRAM_BYTES = 8192
 MAX_OBJECTS = 64
 MAX_GROUPS = 12
+_HEX = b"0123456789ABCDEFabcdef"
 
 # DSMR unit -> (factor, SI unit).  SenML names: J, W, V, A, m3, s, var, VAh...
 SI_UNITS = {
@@ -133,12 +134,9 @@ def parse_lines(lines: list[str]) -> dict[str, list[tuple[str, str]]]:
 def _check_crc(body: bytes, crc_text: bytes) -> int | None:
     if not crc_text:
         return None
-    if len(crc_text) != 4:
+    if len(crc_text) != 4 or not all(b in _HEX for b in crc_text):
         raise MalformedFrameError("CRC field %r is not 4 hex digits" % crc_text)
-    try:
-        got = int(crc_text.decode(), 16)
-    except ValueError:
-        raise MalformedFrameError("CRC field %r is not hex" % crc_text) from None
+    got = int(crc_text.decode(), 16)
     want = crc16_arc(body)
     if got != want:
         raise CrcError("telegram CRC %04X, computed %04X" % (got, want))
@@ -194,12 +192,20 @@ class TelegramDecoder:
         return decode_telegram(buf[: end + 2])
 
 
+def _number(text: str) -> float:
+    # Stricter than float(): no "nan", "inf", "1_0" or exponents, which CPython and
+    # MicroPython would treat differently and no meter sends.
+    digits = text[1:] if text[:1] == "-" else text
+    if not digits or digits.count(".") > 1 or not all(c in "0123456789." for c in digits):
+        raise MalformedFrameError("value %r is not a number" % text)
+    if digits == ".":
+        raise MalformedFrameError("value %r is not a number" % text)
+    return float(text)
+
+
 def si_value(value: str, unit: str) -> tuple[float, str]:
     """(value, SI unit) of a numeric group; raises MalformedFrameError if not numeric."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise MalformedFrameError("value %r is not a number" % value) from None
+    number = _number(value)
     factor_unit = SI_UNITS.get(unit)
     if factor_unit is None:
         return number, unit

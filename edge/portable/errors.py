@@ -47,7 +47,7 @@ class GridLedgerError(Exception):
     code = "error"
 
     def __init__(self, message: str = "", code: str = "") -> None:
-        Exception.__init__(self, message or self.__class__.__name__)
+        super().__init__(message or self.__class__.__name__)  # MicroPython lacks Exception.__init__
         self.message = message or self.__class__.__name__
         if code:
             self.code = code
