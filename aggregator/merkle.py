@@ -416,7 +416,7 @@ def verify_consistency(
     if old_size > new_size:
         raise ProofSizeError(f"old_size {old_size} > new_size {new_size}")
     if old_size in (0, new_size):
-        _check_trivial(old_size, old_root, new_root, path)
+        _check_trivial(old_size, new_size, old_root, new_root, path)
         return
     fr, sr, sn = _consistency_roots(old_size, new_size, old_root, path)
     # Step 7: sn must be 0, fr must equal first_hash and sr second_hash.
@@ -428,13 +428,15 @@ def verify_consistency(
         raise ConsistencyProofError("computed new root differs from the given one")
 
 
-def _check_trivial(old_size: int, old_root: bytes, new_root: bytes, path: list[bytes]) -> None:
+def _check_trivial(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, path: list[bytes]
+) -> None:
     """The cases outside §2.1.4.2: old_size 0, or old_size == new_size."""
     if path:
         raise ConsistencyProofError(f"{len(path)} hashes where the proof is empty")
     if old_size == 0 and old_root != EMPTY_ROOT:
         raise ConsistencyProofError("old root of size 0 is not the empty-tree hash")
-    if old_size != 0 and old_root != new_root:
+    if old_size == new_size and old_root != new_root:
         raise ConsistencyProofError("equal sizes with different roots")
 
 
