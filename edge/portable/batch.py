@@ -134,7 +134,8 @@ def valid_obis(name: str) -> bool:
         return False
     a, rest = name.split("-", 1)
     b, rest = rest.split(":", 1) if ":" in rest else (rest, "")
-    groups = [a, b, *rest.split(".")]
+    groups = [a, b]
+    groups.extend(rest.split("."))  # MicroPython has no starred list displays
     if len(groups) != 5:
         return False
     for group in groups:
