@@ -17,7 +17,11 @@ the input back byte for byte.
 
 Supported: unsigned and negative integers that fit 64 bits (major types 0 and 1), byte
 and text strings (2, 3), arrays (4), maps (5), tags (6, kept as `Tag`), false, true,
-null and floats (7).
+null and floats (7).  Map keys are integers, text or byte strings or tags: a float or
+boolean key would be the same Python dict key as an integer (1.0, true and 1), so the
+decoder rejects them (UnsupportedError) rather than let one label pass for another.
+Half-precision floats are converted here, not by struct, so that MicroPython gives the
+same bytes as CPython; so is the UTF-8 check (MicroPython accepts overlong forms).
 
 Limits (defaults; callers may lower them): nesting depth 16 (our deepest structure, a
 COSE_Sign1 carrying a certificate carrying a key, is 6), 4096 items per container, and
@@ -27,6 +31,7 @@ Exceeding one raises LimitError.
 Portable: runs on MicroPython (no typing at runtime; bool is not an int there).
 """
 
+import math
 import struct
 
 from .errors import (
@@ -147,14 +152,56 @@ def encode_float(value: float) -> bytes:
     """Shortest IEEE 754 form (half, single, double) that keeps `value` exactly."""
     if value != value:  # NaN: one canonical form, RFC 8949 §4.2.2
         return b"\xf9\x7e\x00"
-    for code, fmt in ((0xF9, ">e"), (0xFA, ">f")):
-        try:
-            packed = struct.pack(fmt, value)
-        except (OverflowError, ValueError):
-            continue
-        if struct.unpack(fmt, packed)[0] == value:
-            return bytes([code]) + packed
+    half = _half_bits(value)
+    if half is not None:
+        return b"\xf9" + struct.pack(">H", half)
+    try:
+        packed = struct.pack(">f", value)
+    except (OverflowError, ValueError):
+        packed = b""
+    if packed and struct.unpack(">f", packed)[0] == value:
+        return b"\xfa" + packed
     return b"\xfb" + struct.pack(">d", value)
+
+
+# Half precision is computed here rather than with struct's "e" format: MicroPython's
+# "e" rounds subnormal halves wrongly (0x03ff packs as 0x03fe), which would make the
+# same float encode differently on a gateway and on the aggregator.
+
+
+def _half_bits(value: float) -> "int | None":
+    """The binary16 bits of `value` when it is exactly a half-precision float, else None."""
+    sign = 0x8000 if struct.pack(">d", value)[0] & 0x80 else 0
+    magnitude = -value if sign else value
+    if magnitude == float("inf"):
+        return sign | 0x7C00
+    if magnitude == 0:
+        return sign
+    if magnitude > 65504.0:
+        return None
+    mantissa, exponent = math.frexp(magnitude)  # magnitude = mantissa * 2**exponent
+    if exponent < -13:  # below 2**-14: subnormal, a multiple of 2**-24
+        scaled = magnitude * 16777216.0
+        if scaled != int(scaled):
+            return None
+        return sign | int(scaled)
+    significand = mantissa * 2048.0  # 11 bits, 1024..2047
+    if significand != int(significand):
+        return None
+    return sign | ((exponent + 14) << 10) | (int(significand) - 1024)
+
+
+def _half_value(bits: int) -> float:
+    """The float that binary16 `bits` stand for (exact in single and double)."""
+    exponent = (bits >> 10) & 0x1F
+    fraction = bits & 0x3FF
+    if exponent == 0:
+        magnitude = fraction / 16777216.0
+    elif exponent == 31:
+        magnitude = float("nan") if fraction else float("inf")
+    else:
+        magnitude = math.ldexp(1024 + fraction, exponent - 25)
+    return -magnitude if bits & 0x8000 else magnitude
 
 
 # -- decoding --------------------------------------------------------------------------
@@ -248,9 +295,14 @@ class _Decoder:
     def text(self, length: int) -> str:
         raw = self.take(length)
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeError:
             raise DecodeError("text string is not valid UTF-8") from None
+        # MicroPython's decoder lets overlong forms and surrogates through; CPython's
+        # does not.  Checking here makes both interpreters reject the same bytes.
+        if len(text) != len(raw) and not _strict_utf8(raw):
+            raise DecodeError("text string is not valid UTF-8")
+        return text
 
     def check_count(self, count: int) -> None:
         if count > self.max_items:
@@ -273,9 +325,13 @@ class _Decoder:
             if index and key_bytes <= previous:
                 raise NonCanonicalError("map keys not in deterministic order or repeated")
             previous = key_bytes
-            if isinstance(key, (list, dict)):
+            if not isinstance(key, (int, str, bytes, Tag)) or isinstance(key, bool):
                 raise UnsupportedError("map key must be an integer, string or tag")
             result[key] = self.item(depth + 1)
+            # Distinct encodings can still be equal Python keys (tags over 1 and 1.0):
+            # one would silently replace the other.
+            if len(result) != index + 1:
+                raise NonCanonicalError("map keys repeated as values")
         return result
 
     def simple(self, info: int) -> object:
@@ -286,7 +342,7 @@ class _Decoder:
         if info == 22:
             return None
         if info == 25:
-            value = struct.unpack(">e", self.take(2))[0]
+            value = _half_value(struct.unpack(">H", self.take(2))[0])
         elif info == 26:
             value = struct.unpack(">f", self.take(4))[0]
         elif info == 27:
@@ -304,3 +360,35 @@ class _Decoder:
         if encode_float(value) != given:
             raise NonCanonicalError("float not in shortest form")
         return value
+
+
+def _strict_utf8(raw: bytes) -> bool:
+    """RFC 3629 §4 well-formedness: no overlong forms, surrogates or code points > U+10FFFF."""
+    i = 0
+    end = len(raw)
+    while i < end:
+        lead = raw[i]
+        if lead < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= lead <= 0xDF:
+            count, low, high = 1, 0x80, 0xBF
+        elif 0xE0 <= lead <= 0xEF:
+            count = 2
+            low = 0xA0 if lead == 0xE0 else 0x80
+            high = 0x9F if lead == 0xED else 0xBF
+        elif 0xF0 <= lead <= 0xF4:
+            count = 3
+            low = 0x90 if lead == 0xF0 else 0x80
+            high = 0x8F if lead == 0xF4 else 0xBF
+        else:
+            return False
+        if i + count >= end:
+            return False
+        if not low <= raw[i + 1] <= high:
+            return False
+        for j in range(i + 2, i + count + 1):
+            if not 0x80 <= raw[j] <= 0xBF:
+                return False
+        i += count + 1
+    return True
