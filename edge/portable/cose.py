@@ -89,6 +89,10 @@ class Sign1:
         return sig_structure(self.protected, self.payload)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     """The bytes ES256 signs (RFC 9052 §4.4), with an empty external_aad."""
     return cbor.encode(["Signature1", protected, b"", payload])
@@ -105,7 +109,7 @@ def sign1(
     kcwt: bytes | None = None,
 ) -> bytes:
     """A tagged COSE_Sign1 over `payload`; `sign(tbs) -> r || s` is the key's ES256."""
-    if len(kid) > MAX_KID_BYTES or len(payload) > MAX_PAYLOAD_BYTES:
+    if not 0 < len(kid) <= MAX_KID_BYTES or len(payload) > MAX_PAYLOAD_BYTES:
         raise LocalProtocolError("kid or payload too long for a COSE_Sign1")
     protected = protected_header(kid)
     signature = sign(sig_structure(protected, payload))
@@ -130,6 +134,8 @@ def parse(data: bytes) -> Sign1:
         raise MalformedCoseError("protected header and payload must be byte strings")
     if not isinstance(signature, bytes) or not isinstance(unprotected, dict):
         raise MalformedCoseError("signature must be bytes and unprotected header a map")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MalformedCoseError("payload longer than " + str(MAX_PAYLOAD_BYTES) + " bytes")
     alg, kid = _parse_protected(protected)
     _check_unprotected(unprotected)
     if len(signature) != p256.SIGNATURE_BYTES:
@@ -148,7 +154,7 @@ def _parse_protected(protected: bytes) -> tuple[int, bytes]:
         if label not in (HDR_ALG, HDR_KID):
             raise MalformedCoseError("unexpected protected header label " + repr(label))
     alg = header.get(HDR_ALG)
-    if alg != ALG_ES256:
+    if not _is_int(alg) or alg != ALG_ES256:  # -7.0 is a float, not an algorithm
         raise AlgorithmError("algorithm " + repr(alg) + " is not ES256 (-7)")
     kid = header.get(HDR_KID)
     if not isinstance(kid, bytes) or not 0 < len(kid) <= MAX_KID_BYTES:
@@ -187,7 +193,9 @@ def public_key_from_cose_key(key: object) -> bytes:
     """65-byte public key from an EC2 P-256 COSE_Key; MalformedCoseError otherwise."""
     if not isinstance(key, dict):
         raise MalformedCoseError("COSE_Key must be a map")
-    if key.get(KEY_KTY) != KTY_EC2 or key.get(KEY_CRV) != CRV_P256:
+    kty = key.get(KEY_KTY)
+    crv = key.get(KEY_CRV)
+    if not _is_int(kty) or not _is_int(crv) or kty != KTY_EC2 or crv != CRV_P256:
         raise AlgorithmError("COSE_Key is not an EC2 P-256 key")
     x = key.get(KEY_X)
     y = key.get(KEY_Y)
