@@ -48,7 +48,10 @@ class SigningKey:
     def from_bytes(cls, raw: bytes) -> SigningKey:
         if len(raw) != p256.SECRET_BYTES:
             raise LocalProtocolError("private key must be 32 bytes")
-        return cls(ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1()))
+        secret = int.from_bytes(raw, "big")
+        if not 0 < secret < p256.N:
+            raise LocalProtocolError("private key out of range")
+        return cls(ec.derive_private_key(secret, ec.SECP256R1()))
 
     def to_bytes(self) -> bytes:
         return self._key.private_numbers().private_value.to_bytes(32, "big")
@@ -78,6 +81,8 @@ def _public_key_object(public_key: bytes) -> ec.EllipticCurvePublicKey:
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True when `signature` (64-byte r || s) is valid for `message` under `public_key`."""
     if len(signature) != p256.SIGNATURE_BYTES or len(public_key) != p256.PUBLIC_KEY_BYTES:
+        return False
+    if public_key[0] != 4:  # only the uncompressed form, as edge.portable.p256 accepts
         return False
     r = int.from_bytes(signature[:32], "big")
     s = int.from_bytes(signature[32:], "big")

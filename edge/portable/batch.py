@@ -186,6 +186,8 @@ class MeterGroup:
         self.records = records
 
     def to_objs(self) -> list[dict[object, object]]:
+        if not self.records:
+            raise LocalProtocolError("meter " + self.meter_id + " has no records")
         objs = [record.to_obj() for record in self.records]
         objs[0][L_BN] = self.meter_id + "/"
         objs[0][L_BT] = self.read_time_s
