@@ -77,13 +77,22 @@ class ModbusTcpSimulator:
     async def _conversation(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
         decoder = modbus.MbapDecoder()
-        while True:
-            data = await reader.read(READ_CHUNK_BYTES)
-            if not data:
-                return
-            decoder.feed(data)
-            while (frame := decoder.next_frame()) is not None:
-                await self._reply(writer, *frame)
+        replies: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                data = await reader.read(READ_CHUNK_BYTES)
+                if not data:
+                    return
+                decoder.feed(data)
+                while (frame := decoder.next_frame()) is not None:
+                    # Each request in its own task: a slow unit does not hold up the
+                    # others, as on a TCP meter or a gateway with per-unit queues.
+                    task = asyncio.create_task(self._reply(writer, *frame))
+                    replies.add(task)
+                    task.add_done_callback(replies.discard)
+        finally:
+            for task in list(replies):
+                task.cancel()
 
     async def _reply(self, writer: asyncio.StreamWriter, tid: int, unit: int,
                      pdu: bytes) -> None:
@@ -95,8 +104,8 @@ class ModbusTcpSimulator:
         body = answer.pdu
         if answer.corrupt:  # MBAP has no CRC: garble the byte count instead
             body = body[:1] + bytes([(body[1] + 2) & 0xFF]) + body[2:] if len(body) > 2 else body
-        writer.write(modbus.encode_mbap(tid, unit, body))
-        await writer.drain()
+        if not writer.is_closing():
+            writer.write(modbus.encode_mbap(tid, unit, body))
 
 
 class _Pty:

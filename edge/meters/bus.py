@@ -86,6 +86,9 @@ class ModbusBus:
             raise self._diagnose(unit, function, count, exc) from None
         if response.isError():
             raise modbus.ModbusExceptionError(function, getattr(response, "exception_code", 0))
+        if response.function_code != function:
+            raise modbus.MalformedFrameError(
+                f"asked function {function}, answer has {response.function_code}")
         registers = list(response.registers)
         if len(registers) != count:
             raise modbus.MalformedFrameError(f"asked {count} registers, got {len(registers)}")
@@ -113,7 +116,9 @@ class ModbusBus:
         if not raw:
             return MeterTimeoutError(f"unit {unit}: no answer within {self.timeout_s} s")
         try:
-            pdu = self._unwrap(raw)
+            answered, pdu = self._unwrap(raw)
+            if answered != unit:  # a late answer from another unit: ours never came
+                return MeterTimeoutError(f"unit {unit}: no answer within {self.timeout_s} s")
             modbus.decode_read_response(function, count, pdu)
         except FrameError as error:
             if self.kind == "tcp":
@@ -121,7 +126,7 @@ class ModbusBus:
             return error
         return MeterTimeoutError(f"unit {unit}: answer arrived too late")
 
-    def _unwrap(self, raw: bytes) -> bytes:
+    def _unwrap(self, raw: bytes) -> tuple[int, bytes]:
         if self.kind == "rtu":
             decoder = modbus.RtuDecoder("response")
             decoder.feed(raw)
@@ -129,13 +134,13 @@ class ModbusBus:
             if frame is None:
                 raise modbus.TruncatedFrameError(f"{len(raw)} bytes, frame incomplete")
             decoder.end_of_frame()
-            return frame[1]
+            return frame
         tcp = modbus.MbapDecoder()
         tcp.feed(raw)
         got = tcp.next_frame()
         if got is None:
             raise modbus.TruncatedFrameError(f"{len(raw)} bytes, frame incomplete")
-        return got[2]
+        return got[1], got[2]
 
     def close(self) -> None:
         if self.client is not None:

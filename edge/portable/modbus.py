@@ -147,11 +147,11 @@ def encode_read_request(function: int, address: int, count: int) -> bytes:
 
 def decode_read_request(pdu: bytes) -> tuple[int, int, int]:
     """(function, address, count) of a read-request PDU."""
+    if pdu[:1] not in (b"\x03", b"\x04"):
+        raise UnsupportedFunctionError("PDU %r is not a register read" % pdu[:1])
     if len(pdu) != 5:
         raise MalformedFrameError("read request PDU has %d bytes, not 5" % len(pdu))
     function, address, count = struct.unpack(">BHH", pdu)
-    if function not in (READ_HOLDING, READ_INPUT):
-        raise UnsupportedFunctionError("function %d is not a register read" % function)
     if not 1 <= count <= MAX_READ_REGISTERS:
         raise FrameLimitError("read of %d registers (1..125)" % count)
     return function, address, count
