@@ -1,0 +1,149 @@
+"""ES256: RFC 6979 A.2.5 vectors on both backends, cross verification, tampering, bad
+keys, and a property test that pure Python and OpenSSL sign byte for byte alike."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge import crypto
+from edge.portable import p256
+from edge.portable.errors import LocalProtocolError
+
+from .helpers import RFC6979_PUBLIC, RFC6979_SECRET, RFC6979_SIGNATURES
+
+BACKENDS = {"pure": p256, "native": crypto}
+MESSAGES = sorted(RFC6979_SIGNATURES)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("message", MESSAGES)
+def test_rfc6979_a25_vectors(backend: str, message: bytes) -> None:
+    module = BACKENDS[backend]
+    key = module.SigningKey.from_bytes(RFC6979_SECRET)
+    assert key.public_key() == RFC6979_PUBLIC
+    assert key.to_bytes() == RFC6979_SECRET
+    assert key.sign(message) == RFC6979_SIGNATURES[message]
+    assert module.verify(RFC6979_PUBLIC, message, RFC6979_SIGNATURES[message])
+
+
+@pytest.mark.parametrize(("signer", "verifier"), [("pure", "native"), ("native", "pure")])
+def test_one_backend_verifies_the_other(signer: str, verifier: str) -> None:
+    rng = random.Random(6979)
+    for _ in range(3):
+        secret = rng.randbytes(32)
+        key = BACKENDS[signer].SigningKey.from_bytes(secret)
+        message = rng.randbytes(rng.randrange(0, 200))
+        signature = key.sign(message)
+        assert BACKENDS[verifier].verify(key.public_key(), message, signature)
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_tampering_fails(backend: str) -> None:
+    verify = BACKENDS[backend].verify
+    message = b"sample"
+    signature = RFC6979_SIGNATURES[message]
+    other = p256.SigningKey.from_bytes(bytes(31) + b"\x07").public_key()
+    assert not verify(RFC6979_PUBLIC, b"samplf", signature)
+    assert not verify(RFC6979_PUBLIC, b"sample ", signature)
+    for index in (0, 31, 32, 63):
+        assert not verify(RFC6979_PUBLIC, message, _flip(signature, index))
+    assert not verify(other, message, signature)
+    assert not verify(RFC6979_PUBLIC, message, signature[:63])
+    assert not verify(RFC6979_PUBLIC, message, signature + b"\x00")
+    assert not verify(RFC6979_PUBLIC, message, bytes(64))
+    n = p256.N.to_bytes(32, "big")
+    assert not verify(RFC6979_PUBLIC, message, n + signature[32:])
+    assert not verify(RFC6979_PUBLIC, message, signature[:32] + n)
+    # (r, n - s) is the other valid-looking half of the malleable pair: it verifies on
+    # both backends alike, which is why the ledger keys replay on (device, seq).
+    s = int.from_bytes(signature[32:], "big")
+    flipped = signature[:32] + (p256.N - s).to_bytes(32, "big")
+    assert verify(RFC6979_PUBLIC, message, flipped)
+
+
+def _off_curve_keys() -> list[bytes]:
+    x = RFC6979_PUBLIC[1:33]
+    y = RFC6979_PUBLIC[33:]
+    y_plus_one = (int.from_bytes(y, "big") + 1).to_bytes(32, "big")
+    y_plus_p = (int.from_bytes(y, "big") + p256.P).to_bytes(33, "big")[-32:]
+    hybrid = bytes([6 | (y[-1] & 1)]) + x + y
+    return [
+        b"\x04" + x + y_plus_one,  # not on the curve
+        b"\x04" + bytes(64),  # (0, 0)
+        b"\x04" + p256.P.to_bytes(32, "big") + y,  # x >= p
+        b"\x04" + x + y_plus_p,  # y wrapped past p (does not fit: stays off the curve)
+        hybrid,  # SEC 1 hybrid form: only 0x04 is accepted
+        b"\x02" + x,  # compressed
+        b"\x03" + x + y,  # wrong prefix
+        RFC6979_PUBLIC[:64],
+        b"",
+    ]
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_off_curve_and_malformed_public_keys_are_rejected(backend: str) -> None:
+    signature = RFC6979_SIGNATURES[b"sample"]
+    for key in _off_curve_keys():
+        assert not BACKENDS[backend].verify(key, b"sample", signature), key.hex()
+    for key in _off_curve_keys():
+        with pytest.raises(LocalProtocolError):
+            p256.decode_public_key(key)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_private_keys_out_of_range_are_local_misuse(backend: str) -> None:
+    module = BACKENDS[backend]
+    for raw in (bytes(32), p256.N.to_bytes(32, "big"), b"\xff" * 32, bytes(31)):
+        with pytest.raises(LocalProtocolError):
+            module.SigningKey.from_bytes(raw)
+    assert "secret" in repr(module.SigningKey.from_bytes(RFC6979_SECRET))
+
+
+def test_pure_key_generation_uses_the_given_random_source() -> None:
+    draws = iter([b"\xff" * 32, bytes(32), RFC6979_SECRET])
+    key = p256.SigningKey.generate(lambda n: next(draws))
+    assert key.public_key() == RFC6979_PUBLIC
+    with pytest.raises(LocalProtocolError):
+        p256.SigningKey(0)
+
+
+def test_native_key_files_round_trip(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "keys" / "device.pem"
+    key = crypto.SigningKey.from_bytes(RFC6979_SECRET)
+    crypto.write_private_key(path, key)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert crypto.read_private_key(path).to_bytes() == RFC6979_SECRET
+    pem = crypto.public_key_to_pem(RFC6979_PUBLIC)
+    assert crypto.public_key_from_pem(pem) == RFC6979_PUBLIC
+    with pytest.raises(LocalProtocolError):
+        crypto.public_key_from_pem(b"not pem")
+    path.write_bytes(b"garbage")
+    with pytest.raises(LocalProtocolError):
+        crypto.read_private_key(path)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.integers(min_value=1, max_value=p256.N - 1),
+    st.binary(max_size=300),
+)
+def test_pure_and_native_sign_identically(secret: int, message: bytes) -> None:
+    raw = secret.to_bytes(32, "big")
+    pure = p256.SigningKey.from_bytes(raw)
+    native = crypto.SigningKey.from_bytes(raw)
+    assert pure.public_key() == native.public_key()
+    signature = pure.sign(message)
+    assert native.sign(message) == signature
+    assert p256.verify(pure.public_key(), message, signature)
+    assert crypto.verify(pure.public_key(), message, signature)
+    assert not p256.verify(pure.public_key(), message + b"!", signature)
