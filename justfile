@@ -28,3 +28,7 @@ pytest *ARGS:
 # signs/s and verifies/s for every ES256 backend in one run
 bench-crypto *ARGS:
     python bench/bench_crypto.py {{ARGS}}
+
+# append rate, proof sizes and proof times of the readings log at 10^3..10^6 leaves
+bench-merkle *ARGS:
+    python bench/bench_merkle.py {{ARGS}}
