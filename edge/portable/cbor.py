@@ -79,6 +79,8 @@ def encode(obj: object) -> bytes:
 
 def _head(major: int, arg: int, out: bytearray) -> None:
     mt = major << 5
+    if arg < 0:
+        raise LocalProtocolError("negative length or tag number")
     if arg < 24:
         out.append(mt | arg)
     elif arg < 0x100:
@@ -125,6 +127,8 @@ def _encode_item(obj: object, out: bytearray, depth: int) -> None:
     elif isinstance(obj, dict):
         _encode_map(obj, out, depth)
     elif isinstance(obj, Tag):
+        if not isinstance(obj.tag, int) or isinstance(obj.tag, bool):
+            raise LocalProtocolError("tag number must be an integer")
         _head(6, obj.tag, out)
         _encode_item(obj.value, out, depth + 1)
     elif isinstance(obj, float):
@@ -136,6 +140,9 @@ def _encode_item(obj: object, out: bytearray, depth: int) -> None:
 def _encode_map(obj: dict[object, object], out: bytearray, depth: int) -> None:
     pairs = []
     for key, value in obj.items():
+        if not isinstance(key, (int, str, bytes, Tag)) or isinstance(key, bool):
+            # the decoder refuses these keys, so encoding them would make unreadable bytes
+            raise LocalProtocolError("map key must be an integer, string or tag")
         pairs.append((encode(key), value))
     pairs.sort(key=lambda pair: pair[0])
     _head(5, len(pairs), out)

@@ -90,7 +90,10 @@ def test_out_of_range_integers_are_local_misuse() -> None:
 
 
 def test_unencodable_objects_are_local_misuse() -> None:
-    for value in ({1, 2}, object(), 1j):
+    # Keys the decoder refuses are refused when encoding too, so that every encoding
+    # decodes; and tag numbers must be unsigned integers.
+    unreadable_keys = ({1.0: 1}, {True: 1}, {None: 1}, {(1,): 1})
+    for value in ({1, 2}, object(), 1j, Tag(-1, 0), Tag("x", 0), Tag(True, 0), *unreadable_keys):
         with pytest.raises(LocalProtocolError):
             cbor.encode(value)
 
