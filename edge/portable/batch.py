@@ -129,7 +129,10 @@ def valid_id(text: object) -> bool:
 
 
 def valid_obis(name: str) -> bool:
-    """True for A-B:C.D.E with each group a number 0..255."""
+    """True for A-B:C.D.E with each group a number 0..255 without leading zeros.
+
+    One spelling per code: "1-0:01.8.0" would otherwise name the import register
+    without its unit check, and escape the ledger's per-register rules."""
     if "-" not in name or ":" not in name:
         return False
     a, rest = name.split("-", 1)
@@ -140,6 +143,8 @@ def valid_obis(name: str) -> bool:
         return False
     for group in groups:
         if not 0 < len(group) <= 3 or not all("0" <= ch <= "9" for ch in group):
+            return False
+        if len(group) > 1 and group[0] == "0":
             return False
         if int(group) > 255:
             return False

@@ -117,6 +117,7 @@ BAD = [
     ("OBIS group > 255", (P, 1, 0), "1-0:256.8.0", "obis"),
     ("OBIS four groups", (P, 1, 0), "1-0:1.8", "obis"),
     ("OBIS empty group", (P, 1, 0), "1-0:.8.0", "obis"),
+    ("OBIS leading zero", (P, 0, 0), "1-0:01.8.0", "obis"),
     ("unit missing", (P, 1, 1), _DELETE, "unit"),
     ("unit kWh", (P, 0, 1), "kWh", "unit"),
     ("unit wrong for OBIS", (P, 2, 1), "V", "unit"),
@@ -244,7 +245,15 @@ def test_valid_ids_and_obis() -> None:
     assert batch.valid_id("a.B_c:d-9")
     assert not batch.valid_id(7)
     assert batch.valid_obis("0-1:24.2.1")
-    for name in ("1-0-1:1.8.0", "1:0-1.8.0", "1-0:1.8.0.0", "1-0:1.8.x", "1-0:0001.8.0"):
+    assert batch.valid_obis("0-0:0.0.255")
+    for name in (
+        "1-0-1:1.8.0",
+        "1:0-1.8.0",
+        "1-0:1.8.0.0",
+        "1-0:1.8.x",
+        "1-0:0001.8.0",
+        "01-0:1.8.0",
+    ):
         assert not batch.valid_obis(name)
     assert repr(Record("1-0:1.7.0", 1, "W")) == "Record('1-0:1.7.0', 1, 'W')"
     assert Record("n", 1) != ("n", 1)
