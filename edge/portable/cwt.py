@@ -96,9 +96,12 @@ def issue(
     """Encode and sign `cert` with the registrar key (`sign(tbs) -> r || s`)."""
     if not cert.issued_at < cert.expires_at:
         raise LocalProtocolError("certificate must expire after it is issued")
-    if len(cert.meters) > MAX_METERS:
-        raise LocalProtocolError("at most " + str(MAX_METERS) + " meters per certificate")
-    payload = cbor.encode(cert.claims())
+    claims = cert.claims()
+    try:
+        _claims(claims)  # what parse would refuse, issue refuses too
+    except MalformedCertificateError as exc:
+        raise LocalProtocolError("invalid certificate: " + str(exc)) from None
+    payload = cbor.encode(claims)
     return cose.sign1(payload, key_id(registrar_public_key), sign)
 
 

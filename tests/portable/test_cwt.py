@@ -184,5 +184,14 @@ def test_meters_claim_is_optional() -> None:
 def test_issue_misuse() -> None:
     with pytest.raises(LocalProtocolError):
         _issue(_cert(issued_at=NOW_S, expires_at=NOW_S))
+    bad = (
+        {"meters": [f"m{i}" for i in range(65)]},
+        {"meters": [""]},
+        {"issuer": ""},
+        {"device_id": "g" * 65},
+    )
+    for changes in bad:
+        with pytest.raises(LocalProtocolError):
+            _issue(_cert(**changes))
     with pytest.raises(LocalProtocolError):
-        _issue(_cert(meters=[f"m{i}" for i in range(65)]))
+        _issue(_cert(public_key=b"\x04" + bytes(64)))
