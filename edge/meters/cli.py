@@ -114,17 +114,22 @@ async def scan(bus: ModbusBus, units: list[int],
 
 async def _probe(bus: ModbusBus, unit: int,
                  candidates: list[profiles.Profile]) -> dict[str, Any] | None:
-    scores: dict[str, int] = {}
+    scores: dict[str, tuple[float, int]] = {}
     answered = False
     for profile in candidates:
         score, replied = await _identify(bus, unit, profile)
         answered = answered or replied
         if not answered:
             return None  # silent on the first probe: nobody there
-        scores[profile.name] = score
-    best = max(scores.values(), default=0)
-    guesses = sorted(n for n, s in scores.items() if s == best and best > 0)
-    detail = ", ".join(f"{n} {s}" for n, s in sorted(scores.items()))
+        # the share of identify checks passed first, then how many: a three-phase meter
+        # passes all of a single-phase profile's checks too
+        scores[profile.name] = (score / max(1, len(profile.identify)), score)
+    best = max(scores.values(), default=(0.0, 0))
+    guesses = sorted(n for n, s in scores.items() if s == best and best[1] > 0)
+    detail = ", ".join(f"{n} {s[1]}/{len(p.identify)}"
+                       for (n, s), p in zip(sorted(scores.items()),
+                                            sorted(candidates, key=lambda p: p.name),
+                                            strict=True))
     return {"unit": unit, "guess": "/".join(guesses), "detail": detail}
 
 
