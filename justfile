@@ -32,3 +32,7 @@ bench-crypto *ARGS:
 # append rate, proof sizes and proof times of the readings log at 10^3..10^6 leaves
 bench-merkle *ARGS:
     python bench/bench_merkle.py {{ARGS}}
+
+# requests/s, readings/s and CPU per reading polling 1, 32 and 256 simulated Modbus TCP meters
+bench-meters *ARGS:
+    python bench/bench_meters.py {{ARGS}}

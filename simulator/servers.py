@@ -43,6 +43,7 @@ class ModbusTcpSimulator:
         self.clock = clock
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port,
@@ -52,8 +53,10 @@ class ModbusTcpSimulator:
     async def shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
+            # Closing the connections ends each conversation normally; cancelling the
+            # tasks instead makes asyncio's stream callbacks log spurious errors.
+            for writer in list(self._writers):
+                writer.close()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
@@ -64,12 +67,14 @@ class ModbusTcpSimulator:
             writer.close()
             return
         self._tasks.add(task)
+        self._writers.add(writer)
         try:
             await self._conversation(reader, writer)
         except (FrameError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
