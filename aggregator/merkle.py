@@ -199,7 +199,7 @@ class NodeStore(Protocol):
 class MemoryNodeStore:
     """NodeStore in memory: one bytearray of packed 32-byte hashes per level.
 
-    Packing costs 64 bytes a leaf, against ~150 for one bytes object per hash, so a
+    Packing costs 64 bytes a leaf, against ~150 with one bytes object per hash, so a
     log of a million leaves fits in 64 MB.
     """
 
@@ -215,14 +215,34 @@ class MemoryNodeStore:
         return bytes(self._levels[level][offset : offset + HASH_SIZE_BYTES])
 
     def append(self, leaf_count: int, nodes: Sequence[Node]) -> None:
+        self._check_order(leaf_count, nodes)
         levels = self._levels
-        for level, index, value in nodes:
+        for level, _, value in nodes:
             if level == len(levels):
                 levels.append(bytearray())
-            if level > len(levels) or index * HASH_SIZE_BYTES != len(levels[level]):
-                raise LocalProtocolError(f"node ({level}, {index}) out of order")
             levels[level] += value
         self._leaf_count = leaf_count
+
+    def _check_order(self, leaf_count: int, nodes: Sequence[Node]) -> None:
+        """Refuse, before writing anything, nodes that would leave a gap or overwrite."""
+        ends: dict[int, int] = {}  # next free index of each level the nodes touch
+        top = len(self._levels)
+        for level, index, value in nodes:
+            if level not in ends:
+                if level > top:
+                    raise LocalProtocolError(f"node ({level}, {index}) skips a level")
+                if level == top:
+                    top += 1
+                ends[level] = self._level_size(level)
+            if index != ends[level] or len(value) != HASH_SIZE_BYTES:
+                raise LocalProtocolError(f"node ({level}, {index}) out of order")
+            ends[level] += 1
+        if leaf_count != ends.get(0, self._level_size(0)):
+            raise LocalProtocolError(f"leaf count {leaf_count} disagrees with the nodes")
+
+    def _level_size(self, level: int) -> int:
+        levels = self._levels
+        return len(levels[level]) // HASH_SIZE_BYTES if level < len(levels) else 0
 
 
 # -- the log ---------------------------------------------------------------------------

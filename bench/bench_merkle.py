@@ -1,8 +1,9 @@
 """Readings-log figures: append rate, proof sizes and proof times for growing logs.
 
-For each log size n the log is built from empty with one `append` a leaf (the slowest
-way in: one store write a leaf), then proofs are made and verified against the full tree
-for `--samples` seeded random choices: inclusion of a random leaf, and consistency from a
+For each log size n the log is built from empty twice: with one `append` a leaf (one
+store write a leaf, the slowest way in) and with one `extend` per block of 1000 leaves,
+as a block commit does.  Proofs are then made and verified against the full tree for
+`--samples` seeded random choices: inclusion of a random leaf, and consistency from a
 random older size.  Times are per call, the mean over the samples.
 
     python bench/bench_merkle.py [--sizes 1000,10000] [--samples 2000] [--leaf-bytes 200]
@@ -22,6 +23,11 @@ from aggregator.merkle import HASH_SIZE_BYTES, MerkleLog, verify_consistency, ve
 
 SIZES = (10**3, 10**4, 10**5, 10**6)
 CHUNK_LEAVES = 10_000  # leaves made ahead of the timed loop, so making them is not timed
+HEADER = (
+    "   leaves   append/s   extend/s |"
+    "  incl B  gen us  ver us |  cons B  gen us  ver us | maxrss MB"
+)
+BLOCK_LEAVES = 1_000  # leaves a block commits with one `extend`, one store write
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -31,10 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     print(f"seed={args.seed} samples={args.samples} leaf_bytes={args.leaf_bytes}")
-    print(
-        f"{'leaves':>9} {'append/s':>10} | {'incl B':>7} {'gen us':>7} {'ver us':>7} |"
-        f" {'cons B':>7} {'gen us':>7} {'ver us':>7} | {'maxrss MB':>9}"
-    )
+    print(HEADER)
     for size in sizes:
         print(_row(size, args.samples, args.leaf_bytes, random.Random(args.seed)), flush=True)
     return 0
@@ -50,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _row(size: int, samples: int, leaf_bytes: int, rng: random.Random) -> str:
-    log, append_rate = _build(size, leaf_bytes)
+    append_rate = _build(size, leaf_bytes, 1)[1]  # that log is dropped at once
+    log, extend_rate = _build(size, leaf_bytes, BLOCK_LEAVES)
     root = log.root()
     indices = [rng.randrange(size) for _ in range(samples)]
     olds = [rng.randrange(1, size) for _ in range(samples)]
@@ -66,20 +70,26 @@ def _row(size: int, samples: int, leaf_bytes: int, rng: random.Random) -> str:
     )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return (
-        f"{size:>9} {append_rate:>10.0f} | {_mean_bytes(incl):>7.0f} {incl_gen_us:>7.1f}"
-        f" {incl_ver_us:>7.1f} | {_mean_bytes(cons):>7.0f} {cons_gen_us:>7.1f}"
+        f"{size:>9} {append_rate:>10.0f} {extend_rate:>10.0f} |"
+        f" {_mean_bytes(incl):>7.0f} {incl_gen_us:>7.1f} {incl_ver_us:>7.1f} |"
+        f" {_mean_bytes(cons):>7.0f} {cons_gen_us:>7.1f}"
         f" {cons_ver_us:>7.1f} | {rss_mb:>9.0f}"
     )
 
 
-def _build(size: int, leaf_bytes: int) -> tuple[MerkleLog, float]:
+def _build(size: int, leaf_bytes: int, batch_leaves: int) -> tuple[MerkleLog, float]:
+    """A log of `size` leaves: `append` one at a time (batch 1) or `extend` in batches."""
     log = MerkleLog()
     elapsed_s = 0.0
     for start in range(0, size, CHUNK_LEAVES):
         chunk = [_leaf(i, leaf_bytes) for i in range(start, min(start + CHUNK_LEAVES, size))]
         begin = time.perf_counter()
-        for data in chunk:
-            log.append(data)
+        if batch_leaves == 1:
+            for data in chunk:
+                log.append(data)
+        else:
+            for offset in range(0, len(chunk), batch_leaves):
+                log.extend(chunk[offset : offset + batch_leaves])
         elapsed_s += time.perf_counter() - begin
     return log, size / elapsed_s
 

@@ -405,7 +405,19 @@ def test_a_failed_store_write_leaves_the_log_unchanged() -> None:
     assert log.root() == EMPTY_ROOT
 
 
-def test_store_refuses_nodes_out_of_order() -> None:
+@pytest.mark.parametrize(
+    ("leaf_count", "nodes"),
+    [
+        (2, [(0, 1, EMPTY_ROOT)]),  # a gap
+        (1, [(0, 0, EMPTY_ROOT), (0, 0, EMPTY_ROOT)]),  # an overwrite
+        (1, [(0, 0, EMPTY_ROOT), (2, 0, EMPTY_ROOT)]),  # a missing level
+        (1, [(0, 0, b"short")]),
+        (2, [(0, 0, EMPTY_ROOT)]),  # a count the nodes do not cover
+    ],
+)
+def test_store_refuses_bad_writes_whole(leaf_count: int, nodes: list[Node]) -> None:
     store = MemoryNodeStore()
     with pytest.raises(LocalProtocolError):
-        store.append(2, [(0, 1, EMPTY_ROOT)])
+        store.append(leaf_count, nodes)
+    assert store.leaf_count() == 0
+    MerkleLog(store).extend(DATA[:3])  # nothing half-written is left behind
