@@ -1,0 +1,200 @@
+"""Metering rules: small pure functions from a batch and a device's history to violations.
+
+Theory of operation
+-------------------
+The application runs these at execution (`finalize_block`) on a batch whose signature,
+certificate and enrollment have already been checked, in this fixed order:
+
+    check_replay       seq at or below the last committed seq: the batch is REJECTED
+                       (not committed) with code rule.replay; a byte-identical copy of
+                       the last committed batch is a retry, rejected as rule.duplicate
+                       without a violation (delivery is at-least-once).
+    check_gap          seq more than one above the last: readings are missing between.
+    check_backwards    an energy or volume register (a SenML sum, unit J or m3) below the
+                       value last committed for the same meter and OBIS code.
+    check_plausibility a value outside [min, max] of the meter's profile quantity
+                       (`hardware.profiles`); meters without a profile are not judged.
+    check_skew         with a synced clock (batch field 4 = 1): sent_at more than
+                       SKEW_AHEAD_S after the block time or more than SKEW_BEHIND_S
+                       before it, or a read time (bt) more than SKEW_AHEAD_S after it.
+
+Every rule returns violation records; only replay rejects.  A batch that breaks the
+others is still committed: it is evidence, and the violation records on chain say what
+is wrong with it.  All inputs are values; nothing here reads a clock or a store.
+
+Credit score (per device, 0..1000, integers only so every node computes the same):
+
+    penalty = Σ WEIGHTS[code] × count[code]
+    score   = 1000 × batches // (batches + penalty)      (1000 when both are 0)
+
+where batches counts the device's committed batches.  A device recovers as it sends
+good batches; weights say how many good batches one violation costs: a register running
+backwards 20, a replay 10, an implausible value 5, clock skew 2, a gap 1 (gaps are often
+the network's fault).  Rejections for bad signatures or unknown devices do not count:
+anyone can forge a device id, so they are not the device's doing.
+
+Limits: a batch yields at most one violation per rule and meter (≤ 2 × 32 + 3), because
+batch.MAX_METERS bounds the groups; the detail text is at most DETAIL_CHARS_MAX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from edge.portable.batch import SUM_UNITS, Batch
+
+__all__ = [
+    "BACKWARDS",
+    "CREDIT_MAX",
+    "DETAIL_CHARS_MAX",
+    "DUPLICATE",
+    "GAP",
+    "PLAUSIBILITY",
+    "REPLAY",
+    "SKEW",
+    "SKEW_AHEAD_S",
+    "SKEW_BEHIND_S",
+    "WEIGHTS",
+    "Limits",
+    "Registers",
+    "Violation",
+    "check_backwards",
+    "check_gap",
+    "check_plausibility",
+    "check_replay",
+    "check_skew",
+    "credit_score",
+    "next_registers",
+]
+
+REPLAY = "rule.replay"
+DUPLICATE = "rule.duplicate"
+GAP = "rule.gap"
+BACKWARDS = "rule.backwards"
+PLAUSIBILITY = "rule.plausibility"
+SKEW = "rule.skew"
+
+# A synced clock (NTP, GNSS) is within seconds; five minutes leaves room for a gateway
+# whose sync just lapsed without calling honest readings skewed.
+SKEW_AHEAD_S = 300
+# A gateway keeps signed batches while offline and sends them later with their original
+# sent_at; a week covers a long outage, older than that is suspicious.
+SKEW_BEHIND_S = 7 * 86400
+DETAIL_CHARS_MAX = 96
+CREDIT_MAX = 1000
+WEIGHTS: Mapping[str, int] = {BACKWARDS: 20, REPLAY: 10, PLAUSIBILITY: 5, SKEW: 2, GAP: 1}
+
+Registers = Mapping[tuple[str, str], int | float]
+"""Last committed value per (meter id, OBIS code) of a device's registers."""
+
+Limits = Mapping[str, Mapping[str, tuple[float, float]]]
+"""Plausibility limits per meter id: OBIS code -> (min, max) from its profile."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: what, by whom, in which batch, for which meter and quantity."""
+
+    code: str
+    device_id: str
+    seq: int
+    meter_id: str = ""
+    obis: str = ""
+    detail: str = ""
+
+    def to_obj(self) -> list[object]:
+        return [self.code, self.device_id, self.seq, self.meter_id, self.obis, self.detail]
+
+
+def _violation(
+    code: str, batch: Batch, detail: str, meter_id: str = "", obis: str = ""
+) -> Violation:
+    return Violation(code, batch.device_id, batch.seq, meter_id, obis, detail[:DETAIL_CHARS_MAX])
+
+
+def check_replay(last_seq: int | None, batch: Batch) -> Violation | None:
+    """Seq must be above the last committed one."""
+    if last_seq is None or batch.seq > last_seq:
+        return None
+    return _violation(REPLAY, batch, f"seq {batch.seq} <= last committed {last_seq}")
+
+
+def check_gap(last_seq: int | None, batch: Batch) -> Violation | None:
+    """Seq should follow the last committed one; the detail counts the missing batches."""
+    if last_seq is None or batch.seq <= last_seq + 1:
+        return None
+    missing = batch.seq - last_seq - 1
+    return _violation(GAP, batch, f"{missing} batches missing after seq {last_seq}")
+
+
+def check_backwards(registers: Registers, batch: Batch) -> list[Violation]:
+    """A register may only grow; one violation per meter (its first offending register)."""
+    found = []
+    for group in batch.meters:
+        for record in group.records:
+            if record.unit not in SUM_UNITS or isinstance(record.value, str):
+                continue
+            last = registers.get((group.meter_id, record.name))
+            if last is not None and record.value < last:
+                detail = f"{record.name} {record.value} < last {last}"
+                found.append(_violation(BACKWARDS, batch, detail, group.meter_id, record.name))
+                break
+    return found
+
+
+def check_plausibility(limits: Limits, batch: Batch) -> list[Violation]:
+    """Values within the profile's [min, max]; one violation per meter, counting the rest."""
+    found = []
+    for group in batch.meters:
+        bounds = limits.get(group.meter_id)
+        if not bounds:
+            continue
+        bad = [r for r in group.records if _outside(bounds, r.name, r.value)]
+        if bad:
+            first = bad[0]
+            detail = f"{first.name} {first.value} outside {bounds[first.name]} ({len(bad)} values)"
+            found.append(_violation(PLAUSIBILITY, batch, detail, group.meter_id, first.name))
+    return found
+
+
+def _outside(bounds: Mapping[str, tuple[float, float]], name: str, value: object) -> bool:
+    if name not in bounds or isinstance(value, str):
+        return False
+    low, high = bounds[name]
+    return not low <= value <= high  # type: ignore[operator]
+
+
+def check_skew(batch: Batch, block_time_s: int) -> list[Violation]:
+    """Times of a batch that claims a synced clock must be near the block time."""
+    if not batch.clock_synced:
+        return []
+    found = []
+    if batch.sent_at_s > block_time_s + SKEW_AHEAD_S:
+        found.append(_violation(SKEW, batch, f"sent_at {batch.sent_at_s - block_time_s} s ahead"))
+    elif batch.sent_at_s < block_time_s - SKEW_BEHIND_S:
+        found.append(_violation(SKEW, batch, f"sent_at {block_time_s - batch.sent_at_s} s behind"))
+    for group in batch.meters:
+        if group.read_time_s > block_time_s + SKEW_AHEAD_S:
+            ahead = group.read_time_s - block_time_s
+            found.append(_violation(SKEW, batch, f"bt {ahead} s ahead", group.meter_id))
+    return found
+
+
+def next_registers(registers: Registers, batch: Batch) -> dict[tuple[str, str], int | float]:
+    """Registers after a committed batch: its values replace the last ones, even lower
+    ones, so a replaced or reset meter raises one violation and not one per batch."""
+    updated = dict(registers)
+    for group in batch.meters:
+        for record in group.records:
+            if record.unit in SUM_UNITS and not isinstance(record.value, str):
+                updated[(group.meter_id, record.name)] = record.value
+    return updated
+
+
+def credit_score(batches: int, counts: Mapping[str, int]) -> int:
+    """The formula of the module docstring."""
+    penalty = sum(WEIGHTS.get(code, 0) * count for code, count in counts.items())
+    if batches + penalty == 0:
+        return CREDIT_MAX
+    return CREDIT_MAX * batches // (batches + penalty)

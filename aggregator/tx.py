@@ -1,0 +1,250 @@
+"""Ledger transactions: signed reading batches and registry statements.
+
+Theory of operation
+-------------------
+A transaction is the deterministic CBOR array ``[kind, body]`` (RFC 8949 §4.2.1) and its
+hash is SHA-256 over exactly those bytes.  The body is always a tagged COSE_Sign1
+(RFC 9052 §4.2) kept as the bytes received, because the signature covers those bytes:
+
+    kind 1  batch       the device's message as it came over MQTT or CoAP (DESIGN.md
+                        "Wire format v1"); signed by the device key.
+    kind 2  enroll      a registrar statement, payload {1: certificate (CWT bytes),
+                        2: {meter id: profile name}, 3: time_s}; it registers the device
+                        certificate and tells the chain which meter profile
+                        (`hardware.profiles`) judges each meter's values.
+    kind 3  revoke      a registrar statement, payload {1: device id, 2: time_s,
+                        3: reason}; the device's batches are rejected from then on.
+
+Registry statements are COSE_Sign1 (ES256) made by the registrar key of the genesis file,
+kid = the registrar key id (`cwt.key_id`, the same kid its certificates carry).  The
+certificate inside an enrollment is a CWT the registrar signed too, and is checked on its
+own when the statement is applied (validity against the block time).  A certificate alone
+can also enroll a device: a batch whose kcwt carries a valid certificate enrolls it on
+first sight, without profiles (DESIGN.md "Device identity").
+
+This module parses and builds; it checks signatures only of registry statements.
+Whether a transaction applies is the application's business (`aggregator.app`).
+
+Limits
+------
+    TX_BYTES_MAX          17664   a COSE message at its own limit (cose.MAX_MESSAGE_BYTES)
+                                  plus the envelope; a batch is ≤ 1 KiB in practice.
+    PROFILES_MAX          64      one per meter a certificate may list (cwt.MAX_METERS).
+    REASON_CHARS_MAX      128     a revocation reason is a short note, not a document.
+
+Errors
+------
+    RemoteProtocolError
+    └── TxError                   tx.invalid
+        ├── TxFormatError         tx.format       not [kind, bstr], unknown kind
+        ├── TxLimitError          tx.limit        over TX_BYTES_MAX
+        ├── StatementError        tx.statement    registry statement fields wrong
+        └── RegistrarSignatureError tx.registrar  statement not signed by the registrar
+    (CBOR and COSE errors of the body keep their own cbor.* and cose.* codes.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from edge.portable import cbor, cose, cwt
+from edge.portable.batch import valid_id
+from edge.portable.errors import DecodeError, RemoteProtocolError
+
+__all__ = [
+    "BATCH",
+    "ENROLL",
+    "KINDS",
+    "PROFILES_MAX",
+    "REASON_CHARS_MAX",
+    "REVOKE",
+    "TX_BYTES_MAX",
+    "Enrollment",
+    "RegistrarSignatureError",
+    "Revocation",
+    "StatementError",
+    "Tx",
+    "TxError",
+    "TxFormatError",
+    "TxLimitError",
+    "decode",
+    "encode",
+    "make_enrollment",
+    "make_revocation",
+    "open_enrollment",
+    "open_revocation",
+    "tx_hash",
+]
+
+BATCH = 1
+ENROLL = 2
+REVOKE = 3
+KINDS = (BATCH, ENROLL, REVOKE)
+KIND_NAMES = {BATCH: "batch", ENROLL: "enroll", REVOKE: "revoke"}
+
+TX_BYTES_MAX = cose.MAX_MESSAGE_BYTES + 256
+PROFILES_MAX = cwt.MAX_METERS
+REASON_CHARS_MAX = 128
+
+S_CERTIFICATE = 1
+S_PROFILES = 2
+S_ENROLL_TIME = 3
+S_DEVICE = 1
+S_REVOKE_TIME = 2
+S_REASON = 3
+TIME_S_MAX = (1 << 40) - 1
+
+VerifyFn = Callable[[bytes, bytes, bytes], bool]
+SignFn = Callable[[bytes], bytes]
+
+
+class TxError(RemoteProtocolError):
+    code = "tx.invalid"
+
+
+class TxFormatError(TxError):
+    code = "tx.format"
+
+
+class TxLimitError(TxError):
+    code = "tx.limit"
+
+
+class StatementError(TxError):
+    code = "tx.statement"
+
+
+class RegistrarSignatureError(TxError):
+    code = "tx.registrar"
+
+
+@dataclass(frozen=True)
+class Tx:
+    """A decoded transaction: its kind, its body (COSE_Sign1 bytes) and its hash."""
+
+    kind: int
+    body: bytes
+    raw: bytes
+    hash: bytes
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES[self.kind]
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    certificate: bytes
+    profiles: tuple[tuple[str, str], ...]
+    time_s: int
+
+
+@dataclass(frozen=True)
+class Revocation:
+    device_id: str
+    time_s: int
+    reason: str
+
+
+def tx_hash(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def encode(kind: int, body: bytes) -> bytes:
+    """The transaction bytes for a body of `kind`."""
+    raw = cbor.encode([kind, body])
+    if len(raw) > TX_BYTES_MAX:
+        raise TxLimitError(f"transaction of {len(raw)} bytes > {TX_BYTES_MAX}")
+    return raw
+
+
+def decode(raw: bytes) -> Tx:
+    """Envelope of a transaction; the body is checked by whoever applies it."""
+    if not isinstance(raw, bytes):
+        raise TxFormatError("a transaction is bytes")
+    if len(raw) > TX_BYTES_MAX:
+        raise TxLimitError(f"transaction of {len(raw)} bytes > {TX_BYTES_MAX}")
+    item = cbor.decode(raw, max_depth=1, max_items=2, max_size_bytes=TX_BYTES_MAX)
+    if not isinstance(item, list) or len(item) != 2:
+        raise TxFormatError("a transaction is [kind, body]")
+    kind, body = item
+    if isinstance(kind, bool) or kind not in KINDS or not isinstance(body, bytes):
+        raise TxFormatError("transaction kind must be 1, 2 or 3 and its body bytes")
+    return Tx(kind, body, raw, tx_hash(raw))
+
+
+# -- registry statements ----------------------------------------------------------------
+
+
+def make_enrollment(
+    certificate: bytes,
+    profiles: Mapping[str, str],
+    time_s: int,
+    registrar_public_key: bytes,
+    sign_fn: SignFn,
+) -> bytes:
+    payload = cbor.encode(
+        {S_CERTIFICATE: certificate, S_PROFILES: dict(profiles), S_ENROLL_TIME: time_s}
+    )
+    return encode(ENROLL, cose.sign1(payload, cwt.key_id(registrar_public_key), sign_fn))
+
+
+def make_revocation(
+    device_id: str, time_s: int, reason: str, registrar_public_key: bytes, sign_fn: SignFn
+) -> bytes:
+    payload = cbor.encode({S_DEVICE: device_id, S_REVOKE_TIME: time_s, S_REASON: reason})
+    return encode(REVOKE, cose.sign1(payload, cwt.key_id(registrar_public_key), sign_fn))
+
+
+def _statement(body: bytes, registrar_public_key: bytes, verify_fn: VerifyFn) -> object:
+    """The decoded payload of a registry statement the registrar signed."""
+    message = cose.parse(body)
+    if message.kid != cwt.key_id(registrar_public_key):
+        raise RegistrarSignatureError("statement kid is not the registrar key id")
+    if not verify_fn(registrar_public_key, message.to_be_signed(), message.signature):
+        raise RegistrarSignatureError("registrar signature does not verify")
+    try:
+        return cbor.decode(message.payload, max_depth=3, max_items=2 * PROFILES_MAX)
+    except DecodeError as exc:
+        raise StatementError(f"statement payload: {exc}") from None
+
+
+def _time(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= TIME_S_MAX:
+        raise StatementError("statement time must be Unix seconds (40 bits)")
+    return value
+
+
+def open_enrollment(body: bytes, registrar_public_key: bytes, verify_fn: VerifyFn) -> Enrollment:
+    obj = _statement(body, registrar_public_key, verify_fn)
+    if not isinstance(obj, dict) or set(obj) != {S_CERTIFICATE, S_PROFILES, S_ENROLL_TIME}:
+        raise StatementError("enrollment must be {1: certificate, 2: profiles, 3: time}")
+    certificate, profiles = obj[S_CERTIFICATE], obj[S_PROFILES]
+    if not isinstance(certificate, bytes):
+        raise StatementError("enrollment certificate must be bytes")
+    return Enrollment(certificate, _profiles(profiles), _time(obj[S_ENROLL_TIME]))
+
+
+def _profiles(profiles: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(profiles, dict) or len(profiles) > PROFILES_MAX:
+        raise StatementError(f"profiles must be a map of at most {PROFILES_MAX} meters")
+    pairs = []
+    for meter_id, name in profiles.items():
+        if not valid_id(meter_id) or not isinstance(name, str) or not valid_id(name):
+            raise StatementError("profiles map meter ids to profile names")
+        pairs.append((str(meter_id), name))
+    return tuple(sorted(pairs))
+
+
+def open_revocation(body: bytes, registrar_public_key: bytes, verify_fn: VerifyFn) -> Revocation:
+    obj = _statement(body, registrar_public_key, verify_fn)
+    if not isinstance(obj, dict) or set(obj) != {S_DEVICE, S_REVOKE_TIME, S_REASON}:
+        raise StatementError("revocation must be {1: device id, 2: time, 3: reason}")
+    device_id, reason = obj[S_DEVICE], obj[S_REASON]
+    if not valid_id(device_id) or not isinstance(device_id, str):
+        raise StatementError("revocation device id is not a valid id")
+    if not isinstance(reason, str) or len(reason) > REASON_CHARS_MAX:
+        raise StatementError(f"revocation reason must be text of ≤ {REASON_CHARS_MAX} chars")
+    return Revocation(device_id, _time(obj[S_REVOKE_TIME]), reason)
