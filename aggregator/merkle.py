@@ -34,7 +34,9 @@ the numbered steps of §2.1.3.2 and §2.1.4.2; comments cite the steps.  Input o
 either verifies or raises a ProofError subclass.  §2.1.4.1 defines consistency proofs only
 for 0 < first < second; two more cases are accepted, each with an empty proof: first ==
 second with equal roots, and first == 0 with the empty-tree root as first_hash (which
-says nothing about second_hash: every tree extends the empty one).
+says nothing about second_hash: every tree extends the empty one).  A proof binds the
+roots, and a tree size only as far as the size shapes the path (leaf 0 walks alike in
+trees of 5 to 8 leaves), so a verifier takes each size and its root from the same header.
 
 Limits
 ------
