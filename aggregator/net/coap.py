@@ -1,0 +1,197 @@
+"""CoAP (RFC 7252) transport: POST /gl/v1/up, GET /gl/v1/ack/{device} with Observe.
+
+Theory of operation
+-------------------
+One aiocoap server context on UDP (the `udp6` transport, which also serves IPv4 through
+mapped addresses).  aiocoap reassembles block-wise uploads (RFC 7959) before the
+resource sees them, so a batch above one datagram arrives whole.
+
+POST /gl/v1/up with Content-Format 18 (application/cose; cose-type="cose-sign1") goes to
+`Ingress.submit` without waiting for a slot; the answer:
+
+    accepted      2.04 Changed, payload `ports.acceptance_payload` (CBOR)
+    rejected      4.xx from `ports.coap_code_for(code)`, diagnostic payload "<code> <reason>"
+    overloaded    5.03 Service Unavailable, Max-Age = retry-after seconds (RFC 7252 §5.9.3.4)
+    wrong format  4.15, diagnostic "net.content_format"
+
+GET /gl/v1/ack/{device} answers 2.05 with the latest commit receipt of the device
+(Content-Format 18) or 4.04 "net.no_receipt"; with Observe (RFC 7641) a new receipt is
+notified to every observer of that device, and an observer of a device that has no
+receipt yet gets 2.05 with an empty payload (an error would end the observation).
+
+aiocoap errors never leave this module: start-up failures become `TransportError`.
+
+Limits
+------
+    OBSERVERS_MAX    10000   observations held at once (a few hundred bytes each);
+                             beyond it a GET is served without registering.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiocoap
+import aiocoap.resource as resource
+from aiocoap import numbers
+
+from edge.portable.errors import LocalProtocolError
+
+from .ingress import Ingress, ReceiptHub
+from .metrics import NetMetrics
+from .ports import (
+    CODE_CONTENT_FORMAT,
+    TRANSPORT_COAP,
+    Admission,
+    CommitReceipt,
+    acceptance_payload,
+    coap_code_for,
+    diagnostic,
+)
+
+CONTENT_FORMAT_COSE_SIGN1 = 18
+CONTENT_FORMAT_CBOR = 60
+OBSERVERS_MAX = 10_000
+UP_PATH = ("gl", "v1", "up")
+ACK_PATH = ("gl", "v1", "ack")
+
+log = logging.getLogger("gridledger.net")
+
+
+class TransportError(LocalProtocolError):
+    code = "net.transport"
+
+
+def _code(text: str) -> numbers.codes.Code:
+    major, minor = text.split(".")
+    return numbers.codes.Code(int(major) * 32 + int(minor))
+
+
+def response_for(admission: Admission) -> aiocoap.Message:
+    if admission.outcome == "accepted":
+        return aiocoap.Message(
+            code=aiocoap.CHANGED,
+            payload=acceptance_payload(admission),
+            content_format=CONTENT_FORMAT_CBOR,
+        )
+    message = aiocoap.Message(
+        code=_code(coap_code_for(admission.code)),
+        payload=diagnostic(admission.code, admission.reason),
+    )
+    if admission.outcome == "overloaded":
+        message.code = aiocoap.SERVICE_UNAVAILABLE
+        message.opt.max_age = admission.retry_after_s
+    return message
+
+
+class UpResource(resource.Resource):  # type: ignore[misc]  # aiocoap is untyped
+    def __init__(self, ingress: Ingress, metrics: NetMetrics) -> None:
+        super().__init__()
+        self._ingress = ingress
+        self._metrics = metrics
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        if request.opt.content_format != CONTENT_FORMAT_COSE_SIGN1:
+            self._metrics.messages_in.labels(TRANSPORT_COAP).inc()
+            self._metrics.admissions.labels(TRANSPORT_COAP, "rejected").inc()
+            self._metrics.reject(TRANSPORT_COAP, CODE_CONTENT_FORMAT)
+            return aiocoap.Message(
+                code=aiocoap.UNSUPPORTED_CONTENT_FORMAT,
+                payload=diagnostic(CODE_CONTENT_FORMAT, "use 18 (cose-sign1)"),
+            )
+        admission = await self._ingress.submit(bytes(request.payload), TRANSPORT_COAP, False)
+        return response_for(admission)
+
+
+class AckResource(resource.ObservableResource, resource.PathCapable):  # type: ignore[misc]
+    """Serves /gl/v1/ack/{device}; observers are kept per device."""
+
+    def __init__(self, hub: ReceiptHub, metrics: NetMetrics) -> None:
+        super().__init__()
+        self._hub = hub
+        self._metrics = metrics
+        self._watchers: dict[str, set[object]] = {}
+        self._watching = 0
+        hub.subscribe(self._on_receipt)
+
+    @staticmethod
+    def _device(request: aiocoap.Message) -> str | None:
+        path = request.opt.uri_path
+        return path[0] if len(path) == 1 and path[0] else None
+
+    async def add_observation(self, request: aiocoap.Message, serverobservation: object) -> None:
+        device = self._device(request)
+        if device is None or self._watching >= OBSERVERS_MAX:
+            return
+        watchers = self._watchers.setdefault(device, set())
+        watchers.add(serverobservation)
+        self._watching += 1
+
+        def cancel() -> None:
+            watchers.discard(serverobservation)
+            self._watching -= 1
+            if not watchers:
+                self._watchers.pop(device, None)
+
+        serverobservation.accept(cancel)  # type: ignore[attr-defined]
+
+    def _on_receipt(self, item: CommitReceipt) -> None:
+        for observation in list(self._watchers.get(item.device_id, ())):
+            observation.trigger()  # type: ignore[attr-defined]
+            self._metrics.receipts_out.labels(TRANSPORT_COAP).inc()
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        device = self._device(request)
+        if device is None:
+            return aiocoap.Message(code=aiocoap.NOT_FOUND, payload=diagnostic("net.path"))
+        receipt = self._hub.latest(device)
+        if receipt is None and request.opt.observe is not None:
+            # An error would end the observation (RFC 7641 §3.2): an observer of a device
+            # without receipts yet gets an empty 2.05 and the first receipt as notification.
+            return aiocoap.Message(
+                code=aiocoap.CONTENT, payload=b"", content_format=CONTENT_FORMAT_COSE_SIGN1
+            )
+        if receipt is None:
+            return aiocoap.Message(code=aiocoap.NOT_FOUND, payload=diagnostic("net.no_receipt"))
+        return aiocoap.Message(
+            code=aiocoap.CONTENT, payload=receipt, content_format=CONTENT_FORMAT_COSE_SIGN1
+        )
+
+
+def _bound_port(context: aiocoap.Context) -> int:
+    """The UDP port the server context listens on (the OS picks it for port 0)."""
+    for interface in context.request_interfaces:
+        messages = getattr(getattr(interface, "token_interface", None), "message_interface", None)
+        transport = getattr(messages, "transport", None)
+        if transport is not None:
+            return int(transport.get_extra_info("socket").getsockname()[1])
+    raise TransportError("aiocoap did not expose its UDP socket")
+
+
+class CoapTransport:
+    """The CoAP server; `port` is the bound port once started."""
+
+    def __init__(
+        self, host: str, port: int, ingress: Ingress, hub: ReceiptHub, metrics: NetMetrics
+    ) -> None:
+        self._host = host
+        self.port = port
+        self._site = resource.Site()
+        self._site.add_resource(UP_PATH, UpResource(ingress, metrics))
+        self._site.add_resource(ACK_PATH, AckResource(hub, metrics))
+        self._context: aiocoap.Context | None = None
+
+    async def start(self) -> None:
+        try:
+            self._context = await aiocoap.Context.create_server_context(
+                self._site, bind=(self._host, self.port), transports=["udp6"]
+            )
+        except OSError as exc:
+            raise TransportError(f"CoAP cannot bind {self._host}:{self.port}: {exc}") from None
+        self.port = _bound_port(self._context)
+        log.info("coap.listening", extra={"fields": {"host": self._host, "port": self.port}})
+
+    async def shutdown(self) -> None:
+        if self._context is not None:
+            context, self._context = self._context, None
+            await context.shutdown()

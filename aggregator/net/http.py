@@ -1,0 +1,94 @@
+"""HTTP: GET /v1/status and Prometheus GET /metrics, FastAPI served by uvicorn in our loop.
+
+FastAPI gives the OpenAPI document at /openapi.json that the query API builds on.
+uvicorn runs as a task of the node's event loop on a socket we bind ourselves (so port 0
+works and the bound port is known before serving); its own signal handling is switched
+off, because `NodeServer` owns SIGTERM and SIGINT.
+
+Limits
+------
+    CONNECTIONS_MAX   64    concurrent HTTP connections (operators and Prometheus, not
+                            devices); uvicorn answers 503 beyond it.
+    SHUTDOWN_S        5     time given to open requests at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .coap import TransportError
+from .metrics import NetMetrics
+
+CONNECTIONS_MAX = 64
+SHUTDOWN_S = 5
+
+log = logging.getLogger("gridledger.net")
+
+
+def make_app(status: Callable[[], dict[str, object]], metrics: NetMetrics) -> FastAPI:
+    app = FastAPI(title="GridLedger aggregator node", version="1")
+
+    @app.get("/v1/status")
+    def get_status() -> JSONResponse:
+        return JSONResponse(status())
+
+    @app.get("/metrics")
+    def get_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # NodeServer handles signals for the whole node
+
+
+class HttpTransport:
+    def __init__(self, host: str, port: int, app: FastAPI) -> None:
+        self.host = host
+        self.port = port
+        self._app = app
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    async def start(self) -> None:
+        try:
+            sock = socket.create_server((self.host, self.port), reuse_port=False)
+        except OSError as exc:
+            raise TransportError(f"HTTP cannot bind {self.host}:{self.port}: {exc}") from None
+        self._socket = sock
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            self._app, lifespan="off", log_config=None, access_log=False,
+            limit_concurrency=CONNECTIONS_MAX, timeout_graceful_shutdown=SHUTDOWN_S,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.get_running_loop().create_task(self._server.serve([sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise TransportError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        log.info("http.listening", extra={"fields": {"host": self.host, "port": self.port}})
+
+    async def shutdown(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            self._server = None
+            self._task = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

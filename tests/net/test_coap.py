@@ -1,0 +1,160 @@
+"""CoAP ingest over real UDP sockets: aiocoap's client and libcoap's coap-client."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import aiocoap
+import pytest
+
+from edge import crypto
+from edge.portable import cbor, receipt
+
+from .conftest import (
+    NODE_ID,
+    NODE_KEY,
+    Pki,
+    coap_client,
+    coap_post,
+    loopback_config,
+    make_node,
+    run,
+    serving,
+    wait_until,
+)
+
+COAP_CLIENT = "/usr/bin/coap-client-notls"
+
+
+def code_of(response: aiocoap.Message) -> str:
+    return str(response.code.dotted)
+
+
+def test_accepted_batch_answers_changed_with_a_short_acceptance(pki: Pki) -> None:
+    device = pki.device("gw-coap-1")
+
+    async def scenario() -> None:
+        async with serving(make_node(pki), loopback_config()) as server, coap_client() as cl:
+            response = await coap_post(cl, server.ports["coap"], device.message(1))
+            assert code_of(response) == "2.04"
+            assert cbor.decode(response.payload) == {1: "gw-coap-1", 2: 1, 3: "accepted"}
+
+    run(scenario())
+
+
+def test_rejections_carry_their_code_and_coap_class(pki: Pki) -> None:
+    device = pki.device("gw-coap-2")
+    revoked = pki.device("gw-revoked")
+    good = device.message(5)
+    tampered = bytearray(good)
+    tampered[-10] ^= 0x01  # a byte of the signature
+    foreign = device.message(6, meter="M-OTHER")
+
+    async def scenario() -> None:
+        async with serving(make_node(pki, block_interval_s=None), loopback_config()) as server, \
+                coap_client() as cl:
+            port = server.ports["coap"]
+            cases = [
+                (b"\xff\x00", "4.00", "cbor."),
+                (bytes(tampered), "4.01", "cose.signature"),
+                (revoked.message(1), "4.03", "cert.revoked"),
+                (foreign, "4.03", "cert.meter"),
+                (b"\x00" * 20_000, "4.13", "net.too_large"),
+            ]
+            for payload, coap_code, code in cases:
+                response = await coap_post(cl, port, payload)
+                assert code_of(response) == coap_code, (code, response.payload)
+                assert response.payload.decode().startswith(code), response.payload
+            assert code_of(await coap_post(cl, port, good)) == "2.04"
+            response = await coap_post(cl, port, good)
+            assert (code_of(response), response.payload[:17]) == ("4.09", b"mempool.duplicate")
+            response = await coap_post(cl, port, good, content_format=60)
+            assert code_of(response) == "4.15"
+            assert response.payload.startswith(b"net.content_format")
+
+    run(scenario())
+
+
+def test_full_mempool_answers_service_unavailable_with_max_age(pki: Pki) -> None:
+    device = pki.device("gw-coap-3")
+
+    async def scenario() -> None:
+        node = make_node(pki, block_interval_s=None, mempool_max=2, retry_after_s=3)
+        async with serving(node, loopback_config()) as server, coap_client() as cl:
+            port = server.ports["coap"]
+            for seq in (1, 2):
+                assert code_of(await coap_post(cl, port, device.message(seq))) == "2.04"
+            response = await coap_post(cl, port, device.message(3))
+            assert code_of(response) == "5.03"
+            assert response.opt.max_age == 3
+            assert response.payload.startswith(b"mempool.full")
+            await node.commit()
+            assert code_of(await coap_post(cl, port, device.message(3))) == "2.04"
+
+    run(scenario())
+
+
+def test_observe_ack_delivers_the_signed_commit_receipt(pki: Pki) -> None:
+    device = pki.device("gw-coap-4")
+
+    async def scenario() -> None:
+        node = make_node(pki, block_interval_s=None)
+        async with serving(node, loopback_config()) as server, coap_client() as cl:
+            port = server.ports["coap"]
+            uri = f"coap://127.0.0.1:{port}/gl/v1/ack/gw-coap-4"
+            first = await cl.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
+            assert code_of(first) == "4.04"
+            request = cl.request(aiocoap.Message(code=aiocoap.GET, uri=uri, observe=0))
+            initial = await request.response
+            assert (code_of(initial), initial.payload) == ("2.05", b"")
+            updates = aiter(request.observation)
+            assert code_of(await coap_post(cl, port, device.message(9))) == "2.04"
+            await node.commit()
+            notification = await asyncio.wait_for(anext(updates), 10)
+            _, device_id, entries = receipt.verify(
+                notification.payload, {NODE_ID: NODE_KEY.public_key()}, crypto.verify)
+            assert (device_id, entries) == ("gw-coap-4", [receipt.committed(9, 1)])
+            request.observation.cancel()
+            plain = await cl.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
+            assert plain.payload == notification.payload
+            await wait_until(lambda: server.hub.received == 1, what="receipt in hub")
+
+    run(scenario())
+
+
+async def _coap_client_post(port: int, path: Path) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        COAP_CLIENT, "-m", "post", "-t", "18", "-f", str(path), "-B", "10",
+        f"coap://127.0.0.1:{port}/gl/v1/up",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 20)
+    return process.returncode or 0, output.decode(errors="replace")
+
+
+@pytest.mark.interop
+def test_libcoap_client_posts_a_batch_and_a_tampered_copy(pki: Pki, tmp_path: Path) -> None:
+    if shutil.which(COAP_CLIENT) is None:
+        pytest.skip("libcoap's coap-client-notls is not installed")
+    good = pki.device("gw-libcoap").message(1)
+    tampered = bytearray(good)
+    tampered[len(good) // 2] ^= 0x40
+    (tmp_path / "good.cose").write_bytes(good)
+    (tmp_path / "bad.cose").write_bytes(bytes(tampered))
+
+    async def scenario() -> tuple[str, str]:
+        node = make_node(pki, block_interval_s=None)
+        async with serving(node, loopback_config()) as server:
+            port = server.ports["coap"]
+            _, accepted = await _coap_client_post(port, tmp_path / "good.cose")
+            _, rejected = await _coap_client_post(port, tmp_path / "bad.cose")
+            assert node.submitted == [good]
+            return accepted, rejected
+
+    accepted, rejected = run(scenario())
+    assert "4." not in accepted and "accepted" in accepted, accepted
+    assert "4.0" in rejected, rejected
+    codes = ("cose.", "cbor.", "batch.", "cert.")
+    assert any(code in rejected for code in codes), rejected
