@@ -1,0 +1,643 @@
+"""The ledger application: ABCI-shaped, deterministic, over a frozen State value.
+
+Theory of operation
+-------------------
+The consensus engine drives the application through the calls of CometBFT's
+abci/types/application.go, reduced to what GridLedger needs:
+
+    check_tx(tx, now_s)          admission to the mempool: parse, verify the signature and
+                                 certificate (`edge.portable.verify` with the registrar key
+                                 of the genesis file and the chain's revocations), refuse a
+                                 seq already committed.  Advisory: execution decides again.
+    prepare_proposal(txs, ...)   the proposer picks mempool txs within the block limits.
+    finalize_block(request)      execute a block's txs against the committed State, in
+                                 order, and return the results and the next State; nothing
+                                 is committed yet.  Depends only on the State and request.
+    process_proposal(block)      a validator re-executes a proposed block and accepts it
+                                 only when its header's roots are what it computed.
+    commit()                     make the finalized State current; returns the app hash.
+
+The State is a frozen value (devices, readings-log size and root, counters); execution
+builds the next one from a draft and never mutates the old one, so a proposal can be
+executed, compared and thrown away.  Block time is the only clock the rules see.
+
+Apply order within a block is the order of its txs; for each:
+
+    batch    open (COSE, batch fields) -> certificate: the registered one, else the kcwt
+             (enrolls the device on first sight, without profiles) -> verify (signature,
+             validity at the block time, revocation, meters) -> rules (replay rejects;
+             gap, backwards, plausibility, skew are recorded) -> one readings-log leaf per
+             meter group -> device history (seq, registers, counts).
+    enroll   registrar statement -> certificate valid at block time, not revoked ->
+             profiles known and for meters the certificate lists -> newer than the last
+             registry statement for the device -> registered (history kept).
+    revoke   registrar statement -> the device is revoked for good (also if unknown).
+
+A rejected tx stays in the block (its bytes are in the txs root) but changes no state
+except counters; its result carries the stable code of the error that rejected it.
+
+Readings-log leaf (RFC 9162 leaf data, one per meter group of a committed batch):
+
+    deterministic CBOR [device id, seq, meter id, SHA-256 of the batch's COSE_Sign1 bytes]
+
+State root: SHA-256 of the CBOR array [log size, log root, batches, readings, violations,
+device root], where device root = SHA-256 over the concatenated SHA-256 digests of each
+device's CBOR record (`Device.to_obj`), in device id order.
+
+Limits
+------
+    VERIFY_CACHE_MAX   65536  signature results remembered between check_tx and
+                              execution (a pure function of its bytes, so caching is
+                              safe); 2 × a full mempool.
+    DEVICES_MAX        10^6   registry size before enrollment is refused (state root cost
+                              is linear in it; beyond this, start another chain).
+
+Errors (codes in tx results; nothing here raises for remote bytes)
+------
+    device.unknown     no registered certificate and none in the message (kcwt)
+    tx.profile         enrollment names an unknown profile or a meter the cert lacks
+    tx.stale           enrollment not newer than the device's last registry statement
+    tx.time            registry statement dated after the block time + skew bound
+    registry.full      DEVICES_MAX reached
+    rule.*             see aggregator.rules; cbor.*, cose.*, batch.*, cert.*, tx.* as raised
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from types import MappingProxyType
+
+from edge.portable import batch as batch_mod
+from edge.portable import cbor, cwt
+from edge.portable.errors import (
+    GridLedgerError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    RevokedCertificateError,
+)
+from edge.portable.verify import verify_message
+
+from . import block as block_mod
+from . import rules, tx
+from .merkle import EMPTY_ROOT, MemoryNodeStore, MerkleLog, Node, NodeStore
+
+__all__ = [
+    "OK",
+    "AppConfig",
+    "Application",
+    "CheckResult",
+    "Device",
+    "FinalizeRequest",
+    "FinalizeResult",
+    "State",
+    "TxResult",
+    "leaf_bytes",
+]
+
+OK = "ok"
+UNKNOWN_DEVICE = "device.unknown"
+PROFILE = "tx.profile"
+STALE = "tx.stale"
+TIME = "tx.time"
+REGISTRY_FULL = "registry.full"
+VERIFY_CACHE_MAX = 65536
+DEVICES_MAX = 1_000_000
+
+VerifyFn = Callable[[bytes, bytes, bytes], bool]
+ProfileLimits = Mapping[str, tuple[float, float]]
+
+
+# -- values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device's registry entry and history, as every node holds it."""
+
+    device_id: str
+    certificate: bytes = b""
+    meters: tuple[str, ...] = ()
+    profiles: tuple[tuple[str, str], ...] = ()
+    revoked: bool = False
+    registry_time_s: int = -1
+    last_seq: int = -1
+    last_batch_hash: bytes = b""
+    last_height: int = 0
+    registers: tuple[tuple[str, str, int | float], ...] = ()
+    batches: int = 0
+    violations: tuple[tuple[str, int], ...] = ()
+
+    def to_obj(self) -> list[object]:
+        return [
+            self.device_id,
+            self.certificate,
+            list(self.meters),
+            [list(p) for p in self.profiles],
+            self.revoked,
+            self.registry_time_s,
+            self.last_seq,
+            self.last_batch_hash,
+            self.last_height,
+            [list(r) for r in self.registers],
+            self.batches,
+            [list(v) for v in self.violations],
+        ]
+
+    @classmethod
+    def from_obj(cls, obj: object) -> Device:
+        if not isinstance(obj, list) or len(obj) != 12:
+            raise LocalProtocolError("device record must be a 12-item array", "state.format")
+        d, cert, meters, profiles, revoked, rtime, seq, last, height, regs, batches, viol = obj
+        return cls(
+            d, cert, tuple(meters), tuple((m, p) for m, p in profiles), revoked, rtime, seq,
+            last, height, tuple((m, o, v) for m, o, v in regs), batches,
+            tuple((c, n) for c, n in viol),
+        )
+
+    @cached_property
+    def digest(self) -> bytes:
+        return hashlib.sha256(cbor.encode(self.to_obj())).digest()
+
+    @property
+    def credit(self) -> int:
+        return rules.credit_score(self.batches, dict(self.violations))
+
+    def register_map(self) -> dict[tuple[str, str], int | float]:
+        return {(m, o): v for m, o, v in self.registers}
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything execution reads: the committed result of all blocks so far."""
+
+    height: int = 0
+    time_s: int = 0
+    devices: Mapping[str, Device] = field(default_factory=lambda: MappingProxyType({}))
+    log_size: int = 0
+    log_root: bytes = EMPTY_ROOT
+    batches: int = 0
+    readings: int = 0
+    violations: int = 0
+
+    def root(self) -> bytes:
+        digests = b"".join(self.devices[d].digest for d in sorted(self.devices))
+        device_root = hashlib.sha256(digests).digest()
+        summary = [self.log_size, self.log_root, self.batches, self.readings, self.violations]
+        return hashlib.sha256(cbor.encode([*summary, device_root])).digest()
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What execution needs from outside, fixed for the chain's life."""
+
+    chain_id: str
+    registrar_public_key: bytes
+    verify_fn: VerifyFn
+    profiles: Mapping[str, ProfileLimits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    code: str
+    tx_hash: bytes = b""
+    kind: int = 0
+    device_id: str = ""
+    seq: int = -1
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
+
+
+@dataclass(frozen=True)
+class TxResult:
+    tx_hash: bytes
+    code: str
+    device_id: str = ""
+    seq: int = -1
+    first_leaf: int = 0
+    leaf_count: int = 0
+    violations: tuple[rules.Violation, ...] = ()
+
+    @property
+    def committed(self) -> bool:
+        return self.code == OK
+
+    def to_obj(self) -> list[object]:
+        found = [v.to_obj() for v in self.violations]
+        return [self.tx_hash, self.code, self.device_id, self.seq, self.first_leaf,
+                self.leaf_count, found]
+
+
+@dataclass(frozen=True)
+class FinalizeRequest:
+    height: int
+    time_s: int
+    txs: tuple[bytes, ...]
+    proposer: str
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    request: FinalizeRequest
+    results: tuple[TxResult, ...]
+    state: State
+    state_root: bytes
+    leaves: tuple[bytes, ...]
+    log_nodes: tuple[Node, ...]
+    changed: tuple[Device, ...]
+
+    @property
+    def violations(self) -> int:
+        return sum(len(r.violations) for r in self.results)
+
+    def encode_results(self) -> bytes:
+        return cbor.encode([r.to_obj() for r in self.results])
+
+
+def leaf_bytes(device_id: str, seq: int, meter_id: str, batch_hash: bytes) -> bytes:
+    return cbor.encode([device_id, seq, meter_id, batch_hash])
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+class CachedVerify:
+    """A bounded memo of a verify function: ECDSA verification is pure, so a signature
+    checked at check_tx need not be checked again at execution."""
+
+    def __init__(self, verify_fn: VerifyFn, size_max: int = VERIFY_CACHE_MAX) -> None:
+        self._verify = verify_fn
+        self._size_max = size_max
+        self._seen: OrderedDict[bytes, bool] = OrderedDict()
+
+    def __call__(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        key = hashlib.sha256(public_key + signature + message).digest()
+        found = self._seen.get(key)
+        if found is None:
+            found = self._verify(public_key, message, signature)
+            self._seen[key] = found
+            if len(self._seen) > self._size_max:
+                self._seen.popitem(last=False)
+        return found
+
+
+class _OverlayStore:
+    """A NodeStore that reads through to a base store and keeps its own appends, so a
+    block can grow the log tentatively (proposals are executed and may be dropped)."""
+
+    def __init__(self, base: NodeStore) -> None:
+        self._base = base
+        self._count = base.leaf_count()
+        self._nodes: dict[tuple[int, int], bytes] = {}
+        self.written: list[Node] = []
+
+    def leaf_count(self) -> int:
+        return self._count
+
+    def node(self, level: int, index: int) -> bytes:
+        found = self._nodes.get((level, index))
+        return found if found is not None else self._base.node(level, index)
+
+    def append(self, leaf_count: int, nodes: Sequence[Node]) -> None:
+        for level, index, value in nodes:
+            self._nodes[(level, index)] = value
+        self.written.extend(nodes)
+        self._count = leaf_count
+
+
+class _Draft:
+    """The mutable scratch of one block's execution; frozen into a State at the end."""
+
+    def __init__(self, state: State, base: NodeStore, height: int) -> None:
+        self.state = state
+        self.height = height
+        self.devices: dict[str, Device] = {}
+        self.overlay = _OverlayStore(base)
+        self.log = MerkleLog(self.overlay)
+        self.leaves: list[bytes] = []
+        self.batches = state.batches
+        self.readings = state.readings
+        self.violations = state.violations
+
+    def device(self, device_id: str) -> Device | None:
+        found = self.devices.get(device_id)
+        return found if found is not None else self.state.devices.get(device_id)
+
+    def device_count(self) -> int:
+        return len(self.state.devices) + sum(d not in self.state.devices for d in self.devices)
+
+    def freeze(self, request: FinalizeRequest) -> State:
+        devices = dict(self.state.devices)
+        devices.update(self.devices)
+        return State(request.height, request.time_s, MappingProxyType(devices), self.log.size,
+                     self.log.root(), self.batches, self.readings, self.violations)
+
+
+def _count(
+    violations: tuple[tuple[str, int], ...], found: Sequence[rules.Violation]
+) -> tuple[tuple[str, int], ...]:
+    counts = dict(violations)
+    for v in found:
+        counts[v.code] = counts.get(v.code, 0) + 1
+    return tuple(sorted(counts.items()))
+
+
+# -- the application -------------------------------------------------------------------
+
+
+class Application:
+    """ABCI-shaped application over a frozen State and the readings log's node store."""
+
+    def __init__(
+        self, config: AppConfig, state: State | None = None, nodes: NodeStore | None = None
+    ) -> None:
+        self.config = config
+        self._verify = CachedVerify(config.verify_fn)
+        self.state = state if state is not None else State()
+        self.nodes: NodeStore = nodes if nodes is not None else MemoryNodeStore()
+        if self.nodes.leaf_count() != self.state.log_size:
+            raise LocalProtocolError("readings log and state disagree on the log size")
+        self._pending: FinalizeResult | None = None
+        self._proposed: FinalizeResult | None = None
+
+    # -- info ---------------------------------------------------------------------------
+
+    @property
+    def log(self) -> MerkleLog:
+        """The committed readings log (for roots and proofs)."""
+        return MerkleLog(self.nodes)
+
+    def app_hash(self) -> bytes:
+        return self.state.root()
+
+    # -- mempool admission --------------------------------------------------------------
+
+    def check_tx(self, raw: bytes, now_s: int) -> CheckResult:
+        """Whether `raw` may enter the mempool; never raises for remote bytes."""
+        try:
+            decoded = tx.decode(raw)
+        except RemoteProtocolError as exc:
+            return CheckResult(exc.code)
+        try:
+            if decoded.kind == tx.BATCH:
+                return self._check_batch(decoded, now_s)
+            self._check_statement(decoded)
+        except RemoteProtocolError as exc:
+            return CheckResult(exc.code, decoded.hash, decoded.kind)
+        return CheckResult(OK, decoded.hash, decoded.kind)
+
+    def _check_batch(self, decoded: tx.Tx, now_s: int) -> CheckResult:
+        message, batch = batch_mod.open_message(decoded.body)
+        head = CheckResult(OK, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
+        device = self.state.devices.get(batch.device_id)
+        certificate = device.certificate if device and device.certificate else message.kcwt
+        if certificate is None:
+            return replace(head, code=UNKNOWN_DEVICE)
+        revoked = {batch.device_id} if device and device.revoked else None
+        verify_message(decoded.body, self.config.registrar_public_key, now_s, self._verify,
+                       certificate, revoked)
+        if device is not None and batch.seq <= device.last_seq:
+            same = device.last_batch_hash == _sha256(decoded.body)
+            return replace(head, code=rules.DUPLICATE if same else rules.REPLAY)
+        return head
+
+    def _check_statement(self, decoded: tx.Tx) -> None:
+        opener = tx.open_enrollment if decoded.kind == tx.ENROLL else tx.open_revocation
+        opener(decoded.body, self.config.registrar_public_key, self._verify)
+
+    # -- proposals ----------------------------------------------------------------------
+
+    def prepare_proposal(self, txs: Sequence[bytes], txs_max: int, bytes_max: int) -> list[bytes]:
+        """The mempool's txs in order, within the limits, without repeats or garbage."""
+        chosen: list[bytes] = []
+        seen: set[bytes] = set()
+        size = 0
+        for raw in txs:
+            if len(chosen) == txs_max or size + len(raw) > bytes_max:
+                break
+            digest = _sha256(raw)
+            if digest in seen or not _decodes(raw):
+                continue
+            seen.add(digest)
+            chosen.append(raw)
+            size += len(raw)
+        return chosen
+
+    def process_proposal(self, block: block_mod.Block, txs_max: int, bytes_max: int) -> str:
+        """OK when `block` is what this node would have produced from the same txs;
+        otherwise a short code saying which part differs."""
+        header = block.header
+        if len(block.txs) > txs_max or sum(map(len, block.txs)) > bytes_max:
+            return "proposal.limit"
+        if header.chain_id != self.config.chain_id:
+            return "proposal.chain"
+        if header.height != self.state.height + 1 or header.time_s < self.state.time_s:
+            return "proposal.height"
+        if header.txs_root != block_mod.txs_root(block.txs):
+            return "proposal.txs_root"
+        request = FinalizeRequest(header.height, header.time_s, block.txs, header.proposer)
+        result = self._proposed = self.execute(request)
+        computed = (result.state.log_root, result.state.log_size, result.state_root,
+                    result.violations)
+        claimed = (header.log_root, header.log_size, header.state_root, header.violations)
+        return OK if computed == claimed else "proposal.roots"
+
+    # -- execution ----------------------------------------------------------------------
+
+    def finalize_block(self, request: FinalizeRequest) -> FinalizeResult:
+        """Execute a block; the result becomes the State at `commit()`."""
+        if request.height != self.state.height + 1:
+            raise LocalProtocolError(f"finalize height {request.height} after {self.state.height}")
+        proposed, self._proposed = self._proposed, None
+        reuse = proposed is not None and proposed.request == request
+        self._pending = proposed if reuse and proposed else self.execute(request)
+        return self._pending
+
+    def execute(self, request: FinalizeRequest) -> FinalizeResult:
+        """Pure in effect: reads the committed State, returns the next one."""
+        draft = _Draft(self.state, self.nodes, request.height)
+        results = tuple(self._apply(draft, raw, request) for raw in request.txs)
+        draft.log.extend(draft.leaves)
+        state = draft.freeze(request)
+        return FinalizeResult(request, results, state, state.root(), tuple(draft.leaves),
+                              tuple(draft.overlay.written), tuple(draft.devices.values()))
+
+    def commit(self) -> bytes:
+        """Make the finalized State current and append its log nodes; the app hash."""
+        if self._pending is None:
+            raise LocalProtocolError("commit without finalize_block")
+        pending, self._pending = self._pending, None
+        self.nodes.append(pending.state.log_size, pending.log_nodes)
+        self.state = pending.state
+        return pending.state_root
+
+    def _apply(self, draft: _Draft, raw: bytes, request: FinalizeRequest) -> TxResult:
+        digest = _sha256(raw)
+        try:
+            decoded = tx.decode(raw)
+        except RemoteProtocolError as exc:
+            return self._reject(draft, TxResult(digest, exc.code))
+        if decoded.kind == tx.BATCH:
+            return self._apply_batch(draft, decoded, request.time_s)
+        try:
+            if decoded.kind == tx.ENROLL:
+                self._apply_enroll(draft, decoded, request.time_s)
+            else:
+                self._apply_revoke(draft, decoded, request.time_s)
+        except GridLedgerError as exc:
+            return TxResult(digest, exc.code)
+        return TxResult(digest, OK)
+
+    def _reject(self, draft: _Draft, result: TxResult) -> TxResult:
+        """A rejected batch: a violation record on chain, no effect on the device."""
+        if result.code == rules.DUPLICATE:
+            return result
+        found = result.violations or (
+            rules.Violation(result.code, result.device_id, max(result.seq, 0)),
+        )
+        draft.violations += len(found)
+        return replace(result, violations=found)
+
+    def _apply_batch(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> TxResult:
+        result = TxResult(decoded.hash, OK)
+        try:
+            message, batch = batch_mod.open_message(decoded.body)
+            result = replace(result, device_id=batch.device_id, seq=batch.seq)
+            device = self._verified_device(draft, message.kcwt, decoded.body, batch, time_s)
+        except RemoteProtocolError as exc:
+            return self._reject(draft, replace(result, code=exc.code))
+        except _Rejected as exc:
+            return self._reject(draft, replace(result, code=exc.code))
+        return self._commit_batch(draft, device, decoded, batch, result, time_s)
+
+    def _verified_device(
+        self, draft: _Draft, kcwt: bytes | None, body: bytes, batch: batch_mod.Batch,
+        time_s: int,
+    ) -> Device:
+        device = draft.device(batch.device_id)
+        certificate = device.certificate if device and device.certificate else kcwt
+        if certificate is None:
+            raise _Rejected(UNKNOWN_DEVICE)
+        revoked = {batch.device_id} if device and device.revoked else None
+        verified = verify_message(body, self.config.registrar_public_key, time_s, self._verify,
+                                  certificate, revoked)
+        if device is not None:
+            return device
+        if draft.device_count() >= DEVICES_MAX:
+            raise _Rejected(REGISTRY_FULL)
+        cert = verified.certificate
+        return Device(batch.device_id, certificate, tuple(cert.meters))
+
+    def _commit_batch(
+        self, draft: _Draft, device: Device, decoded: tx.Tx, batch: batch_mod.Batch,
+        result: TxResult, time_s: int,
+    ) -> TxResult:
+        last_seq = None if device.last_seq < 0 else device.last_seq
+        body_hash = _sha256(decoded.body)
+        replay = rules.check_replay(last_seq, batch)
+        if replay is not None:
+            if batch.seq == device.last_seq and body_hash == device.last_batch_hash:
+                return replace(result, code=rules.DUPLICATE)
+            draft.devices[device.device_id] = replace(
+                device, violations=_count(device.violations, [replay]))
+            return self._reject(draft, replace(result, code=rules.REPLAY, violations=(replay,)))
+        found = self._rule_violations(device, batch, last_seq, time_s)
+        first_leaf = draft.log.size + len(draft.leaves)
+        for group in batch.meters:
+            draft.leaves.append(leaf_bytes(batch.device_id, batch.seq, group.meter_id, body_hash))
+        draft.devices[device.device_id] = replace(
+            device,
+            last_seq=batch.seq,
+            last_batch_hash=body_hash,
+            last_height=draft.height,
+            registers=_register_rows(rules.next_registers(device.register_map(), batch)),
+            batches=device.batches + 1,
+            violations=_count(device.violations, found),
+        )
+        draft.batches += 1
+        draft.readings += len(batch.meters)
+        draft.violations += len(found)
+        return replace(result, first_leaf=first_leaf, leaf_count=len(batch.meters),
+                       violations=tuple(found))
+
+    def _rule_violations(
+        self, device: Device, batch: batch_mod.Batch, last_seq: int | None, time_s: int
+    ) -> list[rules.Violation]:
+        limits = {m: self.config.profiles.get(p, {}) for m, p in device.profiles}
+        gap = rules.check_gap(last_seq, batch)
+        return [
+            *([gap] if gap else []),
+            *rules.check_backwards(device.register_map(), batch),
+            *rules.check_plausibility(limits, batch),
+            *rules.check_skew(batch, time_s),
+        ]
+
+    def _apply_enroll(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> None:
+        statement = tx.open_enrollment(decoded.body, self.config.registrar_public_key,
+                                       self._verify)
+        _check_statement_time(statement.time_s, time_s)
+        parsed = cwt.parse(statement.certificate)[1]
+        existing = draft.device(parsed.device_id)
+        revoked = {parsed.device_id} if existing and existing.revoked else None
+        cert = cwt.verify(statement.certificate, self.config.registrar_public_key, time_s,
+                          self._verify, revoked)
+        self._check_profiles(statement.profiles, cert.meters)
+        if existing is not None and statement.time_s <= existing.registry_time_s:
+            raise _Rejected(STALE)
+        if existing is None and draft.device_count() >= DEVICES_MAX:
+            raise _Rejected(REGISTRY_FULL)
+        base = existing or Device(cert.device_id)
+        draft.devices[cert.device_id] = replace(
+            base, certificate=statement.certificate, meters=tuple(cert.meters),
+            profiles=statement.profiles, registry_time_s=statement.time_s)
+
+    def _check_profiles(self, profiles: tuple[tuple[str, str], ...], meters: list[str]) -> None:
+        for meter_id, name in profiles:
+            if name not in self.config.profiles or (meters and meter_id not in meters):
+                raise _Rejected(PROFILE)
+
+    def _apply_revoke(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> None:
+        statement = tx.open_revocation(decoded.body, self.config.registrar_public_key,
+                                       self._verify)
+        _check_statement_time(statement.time_s, time_s)
+        existing = draft.device(statement.device_id)
+        if existing is not None and existing.revoked:
+            raise RevokedCertificateError(f"device {statement.device_id} is already revoked")
+        base = existing or Device(statement.device_id)
+        draft.devices[statement.device_id] = replace(
+            base, revoked=True, registry_time_s=max(base.registry_time_s, statement.time_s))
+
+
+class _Rejected(GridLedgerError):
+    """Internal: a tx the rules reject, with the code of its result."""
+
+    def __init__(self, code: str) -> None:
+        GridLedgerError.__init__(self, code, code)
+
+
+def _check_statement_time(statement_s: int, block_s: int) -> None:
+    if statement_s > block_s + rules.SKEW_AHEAD_S:
+        raise _Rejected(TIME)
+
+
+def _register_rows(
+    registers: Mapping[tuple[str, str], int | float],
+) -> tuple[tuple[str, str, int | float], ...]:
+    return tuple((m, o, v) for (m, o), v in sorted(registers.items()))
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _decodes(raw: bytes) -> bool:
+    try:
+        tx.decode(raw)
+    except RemoteProtocolError:
+        return False
+    return True
