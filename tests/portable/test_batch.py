@@ -7,10 +7,18 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.portable import batch, cbor, cose, p256
 from edge.portable.batch import Batch, MeterGroup, Record
-from edge.portable.errors import BatchError, DecodeError, KidMismatchError, LocalProtocolError
+from edge.portable.errors import (
+    BatchError,
+    DecodeError,
+    KidMismatchError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 
 from .helpers import DEVICE_SECRET, NOW_S, typical_batch
 
@@ -258,3 +266,48 @@ def test_valid_ids_and_obis() -> None:
     assert repr(Record("1-0:1.7.0", 1, "W")) == "Record('1-0:1.7.0', 1, 'W')"
     assert Record("n", 1) != ("n", 1)
     assert MeterGroup("m", 0, []) != "m"
+
+
+# -- properties -------------------------------------------------------------------------
+
+BATCH_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64 - 1)
+    | st.floats()
+    | st.sampled_from(["1-0:1.8.0", "J", "W", "m/", "status", "ok", "gw-0001", "", "1-0:01.8.0"])
+    | st.binary(max_size=8)
+)
+BATCH_VALUES = st.recursive(
+    BATCH_LEAVES,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from([-3, -2, 0, 1, 2, 3, 4, 5, 6, "n"]), children, max_size=6)
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=250, deadline=None, derandomize=True)
+@given(BATCH_VALUES)
+def test_from_obj_returns_a_batch_or_raises_batch_error(obj: object) -> None:
+    try:
+        value = Batch.from_obj(obj)
+    except BatchError as exc:
+        assert exc.code.startswith("batch.")
+        return
+    assert cbor.decode(value.encode()) == obj
+
+
+@settings(max_examples=250, deadline=None, derandomize=True)
+@given(st.data())
+def test_mutated_messages_raise_only_remote_protocol_errors(data: st.DataObject) -> None:
+    message = bytearray(batch.sign(typical_batch(), KEY.sign))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        index = data.draw(st.integers(min_value=0, max_value=len(message) - 1))
+        message[index] = data.draw(st.integers(min_value=0, max_value=255))
+    try:
+        parsed, _ = batch.open_message(bytes(message))
+        cose.verify(parsed, KEY.public_key())
+    except RemoteProtocolError as exc:
+        assert exc.code.split(".")[0] in ("cbor", "cose", "batch")

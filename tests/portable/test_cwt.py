@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge import crypto
 from edge.portable import cbor, cose, cwt, p256
@@ -195,3 +197,16 @@ def test_issue_misuse() -> None:
             _issue(_cert(**changes))
     with pytest.raises(LocalProtocolError):
         _issue(_cert(public_key=b"\x04" + bytes(64)))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.data())
+def test_mutated_certificates_raise_only_certificate_errors(data: st.DataObject) -> None:
+    cert = bytearray(_issue())
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        index = data.draw(st.integers(min_value=0, max_value=len(cert) - 1))
+        cert[index] = data.draw(st.integers(min_value=0, max_value=255))
+    try:
+        _verify(bytes(cert))
+    except CertificateError as exc:
+        assert exc.code.startswith("cert.")

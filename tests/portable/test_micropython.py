@@ -222,9 +222,7 @@ def answers() -> dict[str, list[Any]]:
     """Every case's answer from MicroPython, in one interpreter launch."""
     groups = _all_cases()
     flat = [case for cases in groups.values() for case in cases]
-    out = mpy.run(
-        SIDE_SCRIPT, stdin=json.dumps(flat).encode(), timeout_s=120
-    )
+    out = mpy.run(SIDE_SCRIPT, stdin=json.dumps(flat).encode(), timeout_s=120)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [line["index"] for line in lines] == list(range(len(flat))), out[-2000:]
     result: dict[str, list[Any]] = {}
