@@ -3,6 +3,7 @@ keys, and a property test that pure Python and OpenSSL sign byte for byte alike.
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -147,3 +148,31 @@ def test_pure_and_native_sign_identically(secret: int, message: bytes) -> None:
     assert p256.verify(pure.public_key(), message, signature)
     assert crypto.verify(pure.public_key(), message, signature)
     assert not p256.verify(pure.public_key(), message + b"!", signature)
+
+
+def test_group_law_edge_cases() -> None:
+    g = (p256.GX, p256.GY, 1)
+    minus_g = (p256.GX, p256.P - p256.GY, 1)
+    assert p256._to_affine(p256._add(g, g)) == p256._to_affine(p256._double(g))
+    assert p256._add(g, minus_g)[2] == 0
+    assert p256._add(p256._INFINITY, g) == g
+    assert p256._add(g, p256._INFINITY) == g
+    assert p256._multiply(p256.N, p256._g_table())[2] == 0
+    assert p256._to_affine(p256._multiply(p256.N - 1, p256._g_table())) == (
+        p256.GX,
+        p256.P - p256.GY,
+    )
+    with pytest.raises(LocalProtocolError):
+        p256._to_affine(p256._INFINITY)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_signature_whose_check_point_is_infinity_fails(backend: str) -> None:
+    # With d = -e / r, u1*G + u2*Q = (e + r*d) / s * G is the point at infinity.
+    message = b"sample"
+    e = int.from_bytes(hashlib.sha256(message).digest(), "big") % p256.N
+    r = 0x1234567
+    d = -e * pow(r, p256.N - 2, p256.N) % p256.N
+    public = p256.SigningKey(d).public_key()
+    signature = r.to_bytes(32, "big") + (7).to_bytes(32, "big")
+    assert not BACKENDS[backend].verify(public, message, signature)
