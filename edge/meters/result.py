@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.portable.errors import GridLedgerError, RemoteProtocolError
+from edge.portable.modbus import ResponseTimeoutError
 
 OK = "ok"
 TIMEOUT = "timeout"          # no answer within the request timeout
@@ -32,8 +33,7 @@ _STATUS_OF_CODE = {
 }
 
 
-class MeterTimeoutError(RemoteProtocolError):
-    code = "meter.timeout"
+MeterTimeoutError = ResponseTimeoutError
 
 
 class MeterConnectError(RemoteProtocolError):

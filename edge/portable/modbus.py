@@ -15,6 +15,12 @@ I/O shell calls `end_of_frame()` when it saw the silence (or its read timeout ex
 anything still buffered then is a truncated frame or trailing garbage.  A frame with a
 bad CRC is dropped whole and reported; the decoder stays usable.
 
+`ReadTransaction` is one register read as a master performs it on a serial line, with
+its timers as data: the shell writes `request`, passes received bytes to `receive(data,
+now_s)`, sleeps until `next_deadline()` and then calls `handle_timeout(now_s)`; when
+`done()`, `registers` or `error` holds the outcome.  Frames from other units (a late
+answer to an earlier request) are skipped.
+
 TCP (Messaging on TCP/IP V1.0b §3.1.3) prefixes unit id + PDU with the 6-byte MBAP
 header: transaction id, protocol id (0) and a length that counts unit id + PDU.
 
@@ -38,6 +44,8 @@ Errors: every failure caused by remote bytes raises a FrameError subclass below.
     ├── FrameLimitError         frame.limit       over a documented limit
     ├── UnsupportedFunctionError frame.function   function code we cannot frame
     └── ModbusExceptionError    modbus.exception  the server answered with an exception
+    ResponseTimeoutError        meter.timeout     no answer before the deadline (a
+                                                  RemoteProtocolError, not a frame error)
 
 Portable: runs on MicroPython, so no typing, dataclasses or f-string "=" here.
 """
@@ -45,7 +53,7 @@ Portable: runs on MicroPython, so no typing, dataclasses or f-string "=" here.
 import struct
 
 from .crc16 import crc16_modbus
-from .errors import FrameError, LocalProtocolError
+from .errors import FrameError, LocalProtocolError, RemoteProtocolError
 
 READ_HOLDING = 3
 READ_INPUT = 4
@@ -125,6 +133,10 @@ class ModbusExceptionError(FrameError):
         )
         self.function = function
         self.exception_code = exception_code
+
+
+class ResponseTimeoutError(RemoteProtocolError):
+    code = "meter.timeout"
 
 
 # -- PDUs ------------------------------------------------------------------------------
@@ -277,6 +289,69 @@ class RtuDecoder:
         self._buf = b""
         if left:
             raise TruncatedFrameError("%d bytes left at end of frame" % left)
+
+
+class ReadTransaction:
+    """One RTU register read by a master, sans-I/O, timers as data (see module doc)."""
+
+    def __init__(self, unit: int, function: int, address: int, count: int, now_s: float,
+                 timeout_s: float, silence_s: float) -> None:
+        if not UNIT_MIN <= unit <= UNIT_MAX:
+            raise LocalProtocolError("unit %d outside 1..247" % unit)
+        self.unit = unit
+        self.function = function
+        self.count = count
+        self.request = encode_rtu(unit, encode_read_request(function, address, count))
+        self.registers: list[int] | None = None
+        self.error: RemoteProtocolError | None = None
+        self._decoder = RtuDecoder("response")
+        self._deadline_s = now_s + timeout_s
+        self._silence_s = silence_s
+        self._last_byte_s: float | None = None
+
+    def done(self) -> bool:
+        return self.registers is not None or self.error is not None
+
+    def next_deadline(self) -> float:
+        if self._last_byte_s is not None and self._decoder.buffered():
+            return min(self._deadline_s, self._last_byte_s + self._silence_s)
+        return self._deadline_s
+
+    def receive(self, data: bytes, now_s: float) -> None:
+        if self.done() or not data:
+            return
+        self._last_byte_s = now_s
+        self._decoder.feed(data)
+        while not self.done():
+            try:
+                frame = self._decoder.next_frame()
+            except FrameError as error:
+                self.error = error
+                return
+            if frame is None:
+                return
+            self._answer(frame[0], frame[1])
+
+    def _answer(self, unit: int, pdu: bytes) -> None:
+        if unit != self.unit:
+            return  # somebody else's late answer
+        try:
+            self.registers = decode_read_response(self.function, self.count, pdu)
+        except FrameError as error:
+            self.error = error
+
+    def handle_timeout(self, now_s: float) -> None:
+        if self.done():
+            return
+        silent = self._last_byte_s is not None and now_s >= self._last_byte_s + self._silence_s
+        if silent and self._decoder.buffered():
+            try:
+                self._decoder.end_of_frame()
+            except FrameError as error:
+                self.error = error
+                return
+        if now_s >= self._deadline_s:
+            self.error = ResponseTimeoutError("unit %d: no answer" % self.unit)
 
 
 # -- TCP (MBAP) ------------------------------------------------------------------------

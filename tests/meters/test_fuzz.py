@@ -93,3 +93,15 @@ def test_telegram_stream(chunks: list[bytes]) -> None:
                 if t is not None:
                     dsmr.reading_values(t)
             check(step)
+
+
+@FAST
+@given(st.lists(mutated(VALID_RTU), max_size=4), st.floats(0.0, 1.0))
+def test_read_transaction(chunks: list[bytes], end_s: float) -> None:
+    t = modbus.ReadTransaction(1, 4, 0, 3, 0.0, 0.5, 0.004)
+    for k, chunk in enumerate(chunks):
+        t.receive(chunk, 0.001 * k)
+    t.handle_timeout(end_s)
+    if t.error is not None:
+        assert isinstance(t.error, (*DOCUMENTED, modbus.ResponseTimeoutError))
+    assert t.done() or end_s < 0.5

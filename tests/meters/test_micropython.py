@@ -45,6 +45,17 @@ for dt in ("int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "
         for bo in ("big", "little"):
             w = modbus.encode_value(-2.5 if dt[0] == "f" else 77, dt, wo, bo)
             print("value", dt, wo, bo, w, "%.9g" % modbus.decode_value(w, dt, wo, bo))
+t = modbus.ReadTransaction(1, 4, 0, 4, 10.0, 0.5, 0.004)
+for i in range(0, len(resp), 3):
+    t.receive(resp[i:i + 3], 10.0 + i * 0.001)
+print("txn", t.done(), t.registers, t.next_deadline())
+t = modbus.ReadTransaction(1, 4, 0, 4, 10.0, 0.5, 0.004)
+t.receive(resp[:5], 10.1)
+t.handle_timeout(10.2)
+print("txn-short", type(t.error).__name__, t.error.code)
+t = modbus.ReadTransaction(1, 4, 0, 4, 10.0, 0.5, 0.004)
+t.handle_timeout(10.5)
+print("txn-timeout", t.error.code)
 m = modbus.MbapDecoder()
 m.feed(modbus.encode_mbap(7, 3, modbus.encode_read_request(3, 0x5000, 8)))
 show("mbap", m.next_frame)

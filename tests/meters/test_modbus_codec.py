@@ -163,3 +163,59 @@ def test_local_misuse_is_local_error() -> None:
         modbus.encode_read_request(5, 0, 1)
     with pytest.raises(LocalProtocolError):
         modbus.decode_value([1], "float32", "big", "big")
+
+
+# -- ReadTransaction: the master's side with timers as data ----------------------------
+
+
+def transaction(now_s: float = 100.0) -> modbus.ReadTransaction:
+    return modbus.ReadTransaction(1, 4, 0, 2, now_s, timeout_s=0.5, silence_s=0.004)
+
+
+def test_transaction_whole_and_bytewise() -> None:
+    t = transaction()
+    assert t.request == REQUEST and t.next_deadline() == 100.5
+    t.receive(response_frame(), 100.1)
+    assert t.done() and t.registers == [0x4366, 0x8000]
+    b = transaction()
+    for i, byte in enumerate(response_frame()):
+        assert not b.done()
+        b.receive(bytes([byte]), 100.0 + i * 0.001)
+        assert b.done() or b.next_deadline() == pytest.approx(100.0 + i * 0.001 + 0.004)
+    assert b.registers == [0x4366, 0x8000]
+
+
+def test_transaction_skips_late_answer_of_other_unit() -> None:
+    t = transaction()
+    t.receive(response_frame(unit=9) + response_frame(unit=1), 100.1)
+    assert t.registers == [0x4366, 0x8000]
+
+
+def test_transaction_short_read_ends_at_silence() -> None:
+    t = transaction()
+    t.receive(response_frame()[:6], 100.1)
+    assert t.next_deadline() == pytest.approx(100.104)
+    t.handle_timeout(100.102)
+    assert not t.done()
+    t.handle_timeout(100.104)
+    assert isinstance(t.error, modbus.TruncatedFrameError)
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (modbus.encode_rtu(1, modbus.encode_exception(4, 2)), modbus.ModbusExceptionError),
+    (response_frame()[:-1] + b"\x00", modbus.CrcError),
+    (modbus.encode_rtu(1, modbus.encode_read_response(3, [1, 2])), modbus.MalformedFrameError),
+])
+def test_transaction_errors(answer: bytes, error: type[FrameError]) -> None:
+    t = transaction()
+    t.receive(answer, 100.1)
+    assert isinstance(t.error, error)
+
+
+def test_transaction_timeout() -> None:
+    t = transaction()
+    t.handle_timeout(100.4)
+    assert not t.done()
+    t.handle_timeout(100.5)
+    assert isinstance(t.error, modbus.ResponseTimeoutError)
+    assert t.error.code == "meter.timeout"
