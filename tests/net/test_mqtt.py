@@ -112,10 +112,12 @@ def test_shared_subscription_on_mosquitto_splits_the_load(pki: Pki, mosquitto: M
                 await client.subscribe("gl/v1/+/ack", qos=1)
                 for message, device in zip(messages, devices * 5, strict=True):
                     await client.publish(f"gl/v1/{device.device_id}/up", message, qos=1)
-                total = lambda: len(node_a.submitted) + len(node_b.submitted)  # noqa: E731
-                await wait_until(lambda: total() == len(messages), what="all submitted")
-                committed = lambda: node_a.batches_committed + node_b.batches_committed  # noqa: E731
-                await wait_until(lambda: committed() == len(messages), what="all committed")
+                await wait_until(
+                    lambda: len(node_a.submitted) + len(node_b.submitted) == len(messages),
+                    what="all submitted")
+                await wait_until(
+                    lambda: node_a.batches_committed + node_b.batches_committed == len(messages),
+                    what="all committed")
                 acked: list[tuple[str, int]] = []
                 while len(acked) < len(messages):
                     [(_, data)] = await next_receipts(client, 1)
