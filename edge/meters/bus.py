@@ -25,7 +25,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.meters.result import MeterConnectError, MeterTimeoutError
 from edge.portable import modbus
-from edge.portable.errors import FrameError, RemoteProtocolError
+from edge.portable.errors import FrameError, LocalProtocolError, RemoteProtocolError
 from hardware.profiles import SerialSettings
 
 # Above 19200 baud the silence is fixed (Serial Line V1.02 §2.5.1.1).
@@ -162,3 +162,32 @@ def rtu_bus(port: str, serial: SerialSettings, timeout_s: float = 0.5) -> Modbus
                                          stopbits=serial.stopbits, timeout=timeout_s,
                                          retries=0, reconnect_delay=0, trace_packet=bus.trace)
     return bus
+
+
+class BusPool:
+    """One bus per serial port or TCP endpoint, so that meters sharing a line share its
+    lock and gap.  Create it inside the running event loop (pymodbus needs one)."""
+
+    def __init__(self, timeout_s: float = 1.0) -> None:
+        self.timeout_s = timeout_s
+        self._buses: dict[str, tuple[ModbusBus, SerialSettings | None]] = {}
+
+    def tcp(self, host: str, port: int) -> ModbusBus:
+        key = f"tcp:{host}:{port}"
+        if key not in self._buses:
+            self._buses[key] = (tcp_bus(host, port, self.timeout_s), None)
+        return self._buses[key][0]
+
+    def rtu(self, port: str, serial: SerialSettings) -> ModbusBus:
+        key = f"rtu:{port}"
+        if key not in self._buses:
+            self._buses[key] = (rtu_bus(port, serial, self.timeout_s), serial)
+        bus, settings = self._buses[key]
+        if settings != serial:
+            raise LocalProtocolError(f"{port}: meters on one bus need the same serial settings")
+        return bus
+
+    def close(self) -> None:
+        for bus, _ in self._buses.values():
+            bus.close()
+        self._buses.clear()

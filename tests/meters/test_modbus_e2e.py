@@ -11,10 +11,11 @@ from pymodbus.client import AsyncModbusTcpClient, ModbusSerialClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from edge.meters.bus import ModbusBus, rtu_bus, tcp_bus
+from edge.meters.bus import BusPool, ModbusBus, rtu_bus, tcp_bus
 from edge.meters.poller import ModbusMeter, Poller
 from edge.meters.result import CRC, EXCEPTION, MALFORMED, OFFLINE, OK, TIMEOUT, TRUNCATED
 from edge.portable import modbus
+from edge.portable.errors import LocalProtocolError
 from hardware.profiles import Profile, load
 from simulator.model import Fleet, register_image
 from simulator.servers import ModbusRtuPtySimulator, ModbusTcpSimulator
@@ -231,5 +232,26 @@ def test_pymodbus_serial_client_against_our_rtu_simulator(seed: int) -> None:
         try:
             await asyncio.to_thread(talk)
         finally:
+            await server.shutdown()
+    run(scenario())
+
+
+def test_bus_pool_shares_one_bus_per_line(seed: int) -> None:
+    sdm120, sdm630 = load("sdm120"), load("sdm630")
+
+    async def scenario() -> None:
+        pool = BusPool(TIMEOUT_S)
+        server = ModbusRtuPtySimulator(Fleet(sdm120, [1, 2], seed, T0), clock=fixed_clock)
+        await server.start()
+        try:
+            a = pool.rtu(server.path, sdm120.serial)
+            assert pool.rtu(server.path, sdm120.serial) is a
+            assert pool.tcp(LOOPBACK, 1) is pool.tcp(LOOPBACK, 1)
+            with pytest.raises(LocalProtocolError):
+                pool.rtu(server.path, sdm630.serial.override(baud=19200))
+            poller = Poller([ModbusMeter(f"m{u}", sdm120, u, a) for u in (1, 2)])
+            assert [r.status for r in await poller.poll_once()] == [OK, OK]
+        finally:
+            pool.close()
             await server.shutdown()
     run(scenario())
