@@ -1,0 +1,173 @@
+"""The solo engine: admission, back-pressure, block cuts by count, bytes and time, receipts."""
+
+from __future__ import annotations
+
+import itertools
+
+from aggregator import rules, tx
+from aggregator.block import verify_commit
+from aggregator.engine import (
+    ACCEPTED,
+    DUPLICATE_PENDING,
+    FULL,
+    REJECTED,
+    Answer,
+    Committed,
+    EngineLimits,
+    Receipt,
+    Timeout,
+    TxIn,
+)
+from edge import crypto
+from edge.portable import receipt
+from tests.aggregator.helpers import GENESIS_HASH, NODE_ID, T0, World
+
+LIMITS = EngineLimits(
+    txs_max=3, bytes_max=1 << 20, timeout_s=0.5, mempool_txs_max=5, mempool_bytes_max=1 << 22
+)
+
+
+def receipts_of(actions: list[object], world: World) -> dict[str, list[receipt.Entry]]:
+    keys = {NODE_ID: world.node.public_key()}
+    found: dict[str, list[receipt.Entry]] = {}
+    for action in actions:
+        if isinstance(action, Receipt):
+            node_id, device_id, entries = receipt.verify(action.data, keys, crypto.verify)
+            assert node_id == NODE_ID and device_id == action.device_id
+            found.setdefault(device_id, []).extend(entries)
+    return found
+
+
+def committed(actions: list[object]) -> list[Committed]:
+    return [a for a in actions if isinstance(a, Committed)]
+
+
+def test_block_cut_by_timeout_with_injected_time(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    assert engine.next_deadline() is None
+    assert engine.submit(world.batch_tx("gw-1", 1), T0 + 0.25).status == ACCEPTED
+    assert engine.next_deadline() == T0 + 0.75
+    assert engine.handle_timeout(T0 + 0.7) == []
+    actions = engine.handle_timeout(T0 + 0.75)
+    [block] = committed(actions)
+    assert block.block.height == 1 and block.block.header.time_s == T0
+    assert block.block.header.prev_hash == GENESIS_HASH and block.block.last_commit is None
+    assert receipts_of(actions, world) == {"gw-1": [receipt.committed(1, 1)]}
+    assert engine.next_deadline() is None and len(engine.mempool) == 0
+
+
+def test_block_cut_by_count(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    actions = [a for s in (1, 2, 3) for a in engine.step(TxIn(world.batch_tx("gw-1", s), s), T0)]
+    answers = [a for a in actions if isinstance(a, Answer)]
+    assert [a.token for a in answers] == [1, 2, 3]
+    [block] = committed(actions)
+    assert len(block.block.txs) == 3
+    assert receipts_of(actions, world)["gw-1"] == [receipt.committed(s, 1) for s in (1, 2, 3)]
+
+
+def test_block_cut_by_bytes(world: World) -> None:
+    one = world.batch_tx("gw-1", 1)
+    limits = EngineLimits(
+        txs_max=100,
+        bytes_max=2 * len(one),
+        timeout_s=9,
+        mempool_txs_max=100,
+        mempool_bytes_max=1 << 22,
+    )
+    engine = world.engine(limits=limits)
+    engine.submit(one, T0)
+    assert engine.next_deadline() == T0 + 9
+    engine.submit(world.batch_tx("gw-1", 2), T0 + 1)
+    assert engine.next_deadline() == T0  # a full block is due at once
+    assert len(committed(engine.handle_timeout(T0 + 1))) == 1
+
+
+def test_mempool_full_is_back_pressure(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    for seq in range(1, 6):
+        assert engine.submit(world.batch_tx("gw-1", seq), T0).status == ACCEPTED
+    full = engine.submit(world.batch_tx("gw-1", 6), T0)
+    assert (full.status, full.code, full.retry_after_s) == (FULL, "mempool.full", 0.5)
+    assert len(committed(engine.handle_timeout(T0))) == 1  # the full block, at once
+    actions = engine.handle_timeout(T0 + 0.5)  # the rest, on its timeout
+    assert [c.block.height for c in committed(actions)] == [2]
+    assert engine.submit(world.batch_tx("gw-1", 6), T0).status == ACCEPTED
+
+
+def test_duplicates_in_the_mempool_and_after_commit(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    first = world.batch_tx("gw-1", 1)
+    engine.submit(first, T0)
+    assert engine.submit(first, T0).status == DUPLICATE_PENDING
+    # Same device and seq, other bytes: held once.
+    assert engine.submit(world.batch_tx("gw-1", 1, energy=5), T0).status == DUPLICATE_PENDING
+    engine.handle_timeout(T0 + 1)
+    again = engine.submit(first, T0 + 2)
+    assert (again.status, again.code) == (ACCEPTED, rules.DUPLICATE)
+    assert again.receipt is not None
+    assert receipts_of([Receipt("gw-1", again.receipt)], world) == {
+        "gw-1": [receipt.committed(1, 1)]
+    }
+
+
+def test_rejections_and_which_get_receipts(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    engine.submit(world.batch_tx("gw-1", 2), T0)
+    engine.handle_timeout(T0 + 1)
+    replay = engine.submit(world.batch_tx("gw-1", 1), T0 + 2)
+    assert (replay.status, replay.code) == (REJECTED, rules.REPLAY)
+    assert receipts_of([Receipt("gw-1", replay.receipt or b"")], world) == {
+        "gw-1": [receipt.rejected(1, rules.REPLAY)]
+    }
+    forged = bytearray(world.message("gw-1", 3))
+    forged[-1] ^= 1
+    bad = engine.submit(tx.encode(tx.BATCH, bytes(forged)), T0 + 2)
+    # Anyone can forge a device id: no signed receipt that would end the real batch 3.
+    assert (bad.status, bad.code, bad.receipt) == (REJECTED, "cose.signature", None)
+    garbage = engine.submit(b"\x00", T0 + 2)
+    assert (garbage.status, garbage.code) == (REJECTED, "tx.format")
+    status = engine.status()
+    assert status["rejects_by_code"] == {"cose.signature": 1, "rule.replay": 1, "tx.format": 1}
+    assert status["height"] == 1 and status["batches_committed"] == 1
+
+
+def test_submit_message_wraps_a_transport_message(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    result = engine.submit_message(world.message("gw-1", 1), T0)
+    assert (result.status, result.device_id, result.seq) == (ACCEPTED, "gw-1", 1)
+    too_big = engine.submit_message(b"\x00" * (tx.TX_BYTES_MAX + 1), T0)
+    assert (too_big.status, too_big.code) == (REJECTED, "tx.limit")
+
+
+def test_each_block_carries_the_commit_of_the_previous(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    blocks = []
+    for seq in range(1, 4):
+        engine.submit(world.batch_tx("gw-1", seq), T0 + seq)
+        blocks += [c.block for c in committed(engine.step(Timeout(), T0 + seq + 1))]
+    validators = {NODE_ID: (world.node.public_key(), 1)}
+    for previous, current in itertools.pairwise(blocks):
+        commit = current.last_commit
+        assert commit is not None and commit.block_hash == previous.hash()
+        assert current.header.prev_hash == previous.hash()
+        verify_commit(commit, "gl-test", validators, crypto.verify)
+
+
+def test_block_time_never_goes_back(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    engine.submit(world.batch_tx("gw-1", 1), T0 + 100)
+    engine.handle_timeout(T0 + 101)
+    engine.submit(world.batch_tx("gw-1", 2), T0 + 50)  # the host clock stepped back
+    [block] = committed(engine.handle_timeout(T0 + 51))
+    assert block.block.header.time_s == T0 + 101
+
+
+def test_rejected_in_block_counts_and_violation_header(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    engine.submit(world.revoke_tx("gw-2"), T0)
+    engine.submit(world.batch_tx("gw-1", 1), T0)
+    engine.submit(world.batch_tx("gw-1", 5), T0)  # a gap of 3
+    [block] = committed(engine.handle_timeout(T0))
+    assert block.block.header.violations == 1
+    assert engine.status()["violations"] == 1
