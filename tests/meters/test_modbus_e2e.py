@@ -49,7 +49,8 @@ async def make_bus(kind: str, fleet: Fleet) -> tuple[ModbusBus, ModbusTcpSimulat
         return tcp_bus(LOOPBACK, server.port, TIMEOUT_S), server
     server = ModbusRtuPtySimulator(fleet, clock=fixed_clock)
     await server.start()
-    # Linux pseudo-terminals refuse parity and 7-bit settings: 8N1 on the pty.
+    # A Linux pty keeps CS8 without parity whatever is asked, and pyserial's later
+    # reconfiguration (pymodbus sets the timeout) then fails with EINVAL: 8N1 on a pty.
     return rtu_bus(server.path, fleet.profile.serial.override(framing="8N1"), TIMEOUT_S), server
 
 
