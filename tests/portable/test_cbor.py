@@ -305,7 +305,7 @@ REJECTIONS = [
     ("a1f501", UnsupportedError),  # key true
     ("a1f601", UnsupportedError),  # key null
     ("a1800001", UnsupportedError),  # array key
-    ("a2c101c1f93c0001", NonCanonicalError),  # Tag(1, 1) and Tag(1, 1.0): equal keys
+    ("a2c10100c1f93c0001", NonCanonicalError),  # keys Tag(1, 1), Tag(1, 1.0): equal values
     ("61ff", DecodeError),  # invalid UTF-8
     ("62c080", DecodeError),  # overlong NUL
     ("63eda080", DecodeError),  # surrogate U+D800
