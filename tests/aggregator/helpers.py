@@ -126,3 +126,25 @@ def run_block(app: Application, txs: Sequence[bytes], time_s: int = T0) -> Final
     result = app.finalize_block(request)
     app.commit()
     return result
+
+
+def open_store(path: object, world: World) -> object:
+    """A Store for `world`'s chain at `path`, verified on open."""
+    from aggregator.store import Store
+
+    validators = {NODE_ID: (world.node.public_key(), 1)}
+    return Store.open(path, CHAIN_ID, GENESIS_HASH, validators, crypto.verify)  # type: ignore[arg-type]
+
+
+def stored_engine(path: object, world: World, limits: EngineLimits | None = None) -> SoloEngine:
+    """A solo engine over a SQLite store, the application loaded from it."""
+    store = open_store(path, world)
+    app = Application(world.config, store.load_state(), store.nodes)  # type: ignore[attr-defined]
+    return SoloEngine(
+        app,
+        store,
+        NodeSigner(NODE_ID, world.node.sign),
+        GENESIS_HASH,
+        T0,  # type: ignore[arg-type]
+        limits,
+    )
