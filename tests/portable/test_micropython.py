@@ -194,10 +194,52 @@ def _collect_hypothesis_bytes(data: bytes) -> None:
     _HYPOTHESIS_CORPUS.append(data)
 
 
+_HYPOTHESIS_FLOATS: list[float] = []
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(st.floats() | st.floats(width=32) | st.floats(width=16) | st.floats(max_value=1e-4))
+def _collect_hypothesis_floats(value: float) -> None:
+    _HYPOTHESIS_FLOATS.append(value)
+
+
+def _random_batch(rng: random.Random) -> batch.Batch:
+    """A batch of seeded random shape: integer registers and binary-fraction values."""
+    quantities = [name for name, unit in batch.OBIS_UNITS.items()]
+    groups = []
+    for index in range(rng.randrange(1, 5)):
+        records = []
+        for name in rng.sample(quantities, rng.randrange(1, 8)):
+            unit = batch.OBIS_UNITS[name]
+            if unit in batch.SUM_UNITS:
+                value: int | float = rng.randrange(2**48)
+            else:
+                value = rng.randrange(-(2**20), 2**20) / 2 ** rng.randrange(0, 12)
+            records.append(batch.Record(name, value, unit))
+        if rng.random() < 0.3:
+            records.append(batch.Record.status(rng.choice(["ok", "timeout", "crc"])))
+        groups.append(batch.MeterGroup(f"m-{index}", rng.randrange(2**32), records))
+    return batch.Batch(
+        "gw-r", rng.randrange(2**63), rng.randrange(2**40), rng.random() < 0.5, groups
+    )
+
+
 def _hypothesis_corpus() -> list[dict[str, Any]]:
     if not _HYPOTHESIS_CORPUS:
         _collect_hypothesis_bytes()
     return [_outcome("cbor", data) for data in _HYPOTHESIS_CORPUS]
+
+
+def _floats() -> list[float]:
+    if not _HYPOTHESIS_FLOATS:
+        _collect_hypothesis_floats()
+    return _HYPOTHESIS_FLOATS
 
 
 def _all_cases() -> dict[str, list[dict[str, Any]]]:
@@ -206,13 +248,14 @@ def _all_cases() -> dict[str, list[dict[str, Any]]]:
             _batch_case(typical_batch()),
             _batch_case(typical_batch("gw-0002", 0)),
             _batch_case(_other_batch()),
+            *(_batch_case(_random_batch(random.Random(SEED + i))) for i in range(6)),
         ],
         "ecdsa": [
             {"op": "ecdsa", "secret": RFC6979_SECRET.hex(), "message": message.hex()}
             for message in sorted(RFC6979_SIGNATURES)
         ],
         "cert_issue": [_cert_case()],
-        "floats": [{"op": "floats", "values": [_double_hex(v) for v in FLOATS]}],
+        "floats": [{"op": "floats", "values": [_double_hex(v) for v in FLOATS + _floats()]}],
         "corpus": _malformed_corpus() + _hypothesis_corpus(),
     }
 
@@ -239,7 +282,7 @@ def test_signed_batches_are_byte_identical(answers: dict[str, list[Any]]) -> Non
     for case, from_mpy in zip(cases, answers["batches"], strict=True):
         value = mpy_side.make_batch(case)
         ours = batch.sign(value, DEVICE.sign)
-        assert from_mpy == ours.hex()
+        assert from_mpy == ours.hex(), f"seed {SEED}"
         assert batch.sign(value, native.sign) == ours
         message, opened = batch.open_message(bytes.fromhex(from_mpy))
         cose.verify(message, DEVICE.public_key(), crypto.verify)
