@@ -20,6 +20,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("certs.cli", "certs", "registrar keys and device certificates"),
     ("edge.cli", "edge", "gateway tools: scan and read meters, sign, inspect"),
     ("simulator.cli", "sim", "simulated meters and fleets"),
+    ("aggregator.cli", "aggregator", "aggregator node: genesis, ledger"),
 )
 
 EXIT_INPUT_ERROR = 2
