@@ -106,7 +106,7 @@ class Ingress:
         self._metrics.admissions.labels(transport, admission.outcome).inc()
         if admission.outcome == "rejected":
             self._metrics.reject(transport, admission.code)
-            log.info("rejected", extra={"fields": {
+            log.debug("rejected", extra={"fields": {
                 "transport": transport, "code": admission.code, "device": admission.device_id,
                 "seq": admission.seq, "reason": admission.reason}})
         return admission

@@ -173,3 +173,33 @@ def test_settings_pick_the_filter_by_protocol() -> None:
     assert shared.up_filter == "$share/gl-aggregators/gl/v1/+/up"
     assert MqttSettings("h", 1, "c", mqtt5=False).up_filter == "gl/v1/+/up"
     assert MqttSettings("h", 1, "c", mqtt5=True, shared_group=None).up_filter == "gl/v1/+/up"
+
+
+def test_overloaded_node_holds_mqtt_messages_and_retries_until_admitted(pki: Pki) -> None:
+    device = pki.device("gw-hold")
+    messages = [device.message(seq) for seq in (1, 2, 3)]
+
+    async def scenario() -> None:
+        node = make_node(pki, block_interval_s=None, mempool_max=1, retry_after_s=1)
+        async with serving(node, loopback_config()) as server:
+            await wait_until(lambda: mqtt_ready(server), what="node subscribed")
+            async with device_client(server.ports["mqtt"], mqtt5=False) as client:
+                for message in messages:
+                    await client.publish("gl/v1/gw-hold/up", message, qos=1)
+            registry = server.metrics.registry
+
+            def overloaded() -> float:
+                return registry.get_sample_value(
+                    "gl_net_admissions_total", {"transport": "mqtt", "outcome": "overloaded"}
+                ) or 0.0
+
+            await wait_until(lambda: overloaded() >= 2, what="two held by overload")
+            for count in (1, 2, 3):
+                await wait_until(lambda c=count: len(node.submitted) == c,  # type: ignore[misc]
+                                 10, what=f"{count} admitted")
+                await node.commit()
+            assert sorted(node.submitted) == sorted(messages)
+            assert registry.get_sample_value(
+                "gl_net_messages_in_total", {"transport": "mqtt"}) == 3
+
+    run(scenario())

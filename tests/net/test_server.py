@@ -19,7 +19,7 @@ from aggregator.net.ports import Admission, CommitReceipt, ThreadedNode, coap_co
 from aggregator.net.server import ConfigError, JsonFormatter, parse_mqtt_url
 from aggregator.net.verifier import BatchingVerifier, InlineVerifier
 
-from .conftest import Pki, run
+from .conftest import Pki, run, wait_until
 
 
 @pytest.mark.parametrize(("code", "coap"), [
@@ -143,3 +143,38 @@ def _ready_event(stream: IO[str], timeout_s: float = 20) -> dict[str, Any] | Non
         if event.get("event") == "node.ready":
             return dict(event)
     return None
+
+
+def test_full_coap_ingress_answers_busy_without_calling_the_node() -> None:
+    from aggregator.net.ingress import Ingress
+    from aggregator.net.metrics import NetMetrics
+
+    class SlowNode:
+        def __init__(self) -> None:
+            self.release = asyncio.Event()
+            self.calls = 0
+
+        async def submit(self, message: bytes, transport: str) -> Admission:
+            self.calls += 1
+            await self.release.wait()
+            return Admission.accepted("gw-x", 1)
+
+        def receipts(self):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def status(self) -> dict[str, object]:
+            return {}
+
+    async def scenario() -> None:
+        node = SlowNode()
+        ingress = Ingress(node, NetMetrics(), {"coap": 1})
+        first = asyncio.ensure_future(ingress.submit(b"a", "coap", False))
+        await wait_until(lambda: node.calls == 1, what="first message at the node")
+        busy = await ingress.submit(b"b", "coap", False)
+        assert (busy.outcome, busy.code, busy.retry_after_s) == ("overloaded", "net.busy", 1)
+        assert ingress.inflight("coap") == 1 and node.calls == 1
+        node.release.set()
+        assert (await first).outcome == "accepted"
+        assert ingress.inflight("coap") == 0
+
+    run(scenario())
