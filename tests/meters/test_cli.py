@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.meters.conftest import LOOPBACK
+from tests.meters.conftest import LOOPBACK, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -92,6 +92,9 @@ def test_user_errors_have_codes() -> None:
     unknown = gridledger("edge", "read", "--profile", "nope", "--host", f"{LOOPBACK}:1",
                          "--once")
     assert unknown.returncode == 2 and "error [profile.unknown]" in unknown.stderr
+    nobody = gridledger("edge", "read", "--profile", "sdm120", "--host",
+                        f"{LOOPBACK}:{free_port()}", "--once", "--timeout-s", "0.5")
+    assert nobody.returncode == 2 and "error [meter.connect]" in nobody.stderr
     bad_fault = gridledger("sim", "meter", "--profile", "sdm120", "--tcp", f"{LOOPBACK}:0",
                            "--fault", "1:explode")
     assert bad_fault.returncode == 2 and "error [local.misuse]" in bad_fault.stderr
