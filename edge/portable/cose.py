@@ -111,6 +111,8 @@ def sign1(
     """A tagged COSE_Sign1 over `payload`; `sign(tbs) -> r || s` is the key's ES256."""
     if not 0 < len(kid) <= MAX_KID_BYTES or len(payload) > MAX_PAYLOAD_BYTES:
         raise LocalProtocolError("kid or payload too long for a COSE_Sign1")
+    if kcwt is not None and (not isinstance(kcwt, bytes) or len(kcwt) > MAX_KCWT_BYTES):
+        raise LocalProtocolError("kcwt must be at most " + str(MAX_KCWT_BYTES) + " bytes")
     protected = protected_header(kid)
     signature = sign(sig_structure(protected, payload))
     if len(signature) != p256.SIGNATURE_BYTES:

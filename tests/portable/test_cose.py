@@ -179,6 +179,9 @@ def test_sign1_misuse() -> None:
             cose.sign1(payload, kid, KEY.sign)
     with pytest.raises(LocalProtocolError):
         cose.sign1(PAYLOAD, KID, lambda tbs: b"short")
+    with pytest.raises(LocalProtocolError):
+        cose.sign1(PAYLOAD, KID, KEY.sign, kcwt=b"c" * (cose.MAX_KCWT_BYTES + 1))
+    assert cose.parse(cose.sign1(PAYLOAD, KID, KEY.sign, kcwt=b"c" * cose.MAX_KCWT_BYTES))
 
 
 def test_cose_key() -> None:
