@@ -317,6 +317,7 @@ class _Draft:
         self.state = state
         self.height = height
         self.devices: dict[str, Device] = {}
+        self.added = 0
         self.overlay = _OverlayStore(base)
         self.log = MerkleLog(self.overlay)
         self.leaves: list[bytes] = []
@@ -328,8 +329,13 @@ class _Draft:
         found = self.devices.get(device_id)
         return found if found is not None else self.state.devices.get(device_id)
 
+    def put(self, device: Device) -> None:
+        if device.device_id not in self.devices and device.device_id not in self.state.devices:
+            self.added += 1
+        self.devices[device.device_id] = device
+
     def device_count(self) -> int:
-        return len(self.state.devices) + sum(d not in self.state.devices for d in self.devices)
+        return len(self.state.devices) + self.added
 
     def freeze(self, request: FinalizeRequest) -> State:
         devices = dict(self.state.devices)
@@ -543,14 +549,13 @@ class Application:
         if replay is not None:
             if batch.seq == device.last_seq and body_hash == device.last_batch_hash:
                 return replace(result, code=rules.DUPLICATE)
-            draft.devices[device.device_id] = replace(
-                device, violations=_count(device.violations, [replay]))
+            draft.put(replace(device, violations=_count(device.violations, [replay])))
             return self._reject(draft, replace(result, code=rules.REPLAY, violations=(replay,)))
         found = self._rule_violations(device, batch, last_seq, time_s)
         first_leaf = draft.log.size + len(draft.leaves)
         for group in batch.meters:
             draft.leaves.append(leaf_bytes(batch.device_id, batch.seq, group.meter_id, body_hash))
-        draft.devices[device.device_id] = replace(
+        draft.put(replace(
             device,
             last_seq=batch.seq,
             last_batch_hash=body_hash,
@@ -558,7 +563,7 @@ class Application:
             registers=_register_rows(rules.next_registers(device.register_map(), batch)),
             batches=device.batches + 1,
             violations=_count(device.violations, found),
-        )
+        ))
         draft.batches += 1
         draft.readings += len(batch.meters)
         draft.violations += len(found)
@@ -592,9 +597,9 @@ class Application:
         if existing is None and draft.device_count() >= DEVICES_MAX:
             raise _Rejected(REGISTRY_FULL)
         base = existing or Device(cert.device_id)
-        draft.devices[cert.device_id] = replace(
+        draft.put(replace(
             base, certificate=statement.certificate, meters=tuple(cert.meters),
-            profiles=statement.profiles, registry_time_s=statement.time_s)
+            profiles=statement.profiles, registry_time_s=statement.time_s))
 
     def _check_profiles(self, profiles: tuple[tuple[str, str], ...], meters: list[str]) -> None:
         for meter_id, name in profiles:
@@ -609,8 +614,8 @@ class Application:
         if existing is not None and existing.revoked:
             raise RevokedCertificateError(f"device {statement.device_id} is already revoked")
         base = existing or Device(statement.device_id)
-        draft.devices[statement.device_id] = replace(
-            base, revoked=True, registry_time_s=max(base.registry_time_s, statement.time_s))
+        draft.put(replace(
+            base, revoked=True, registry_time_s=max(base.registry_time_s, statement.time_s)))
 
 
 class _Rejected(GridLedgerError):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+import pytest
+
+from aggregator import app as app_mod
 from aggregator import rules, tx
 from aggregator.app import OK, Application, Device, FinalizeRequest, leaf_bytes
 from aggregator.block import Block, Header, txs_root
 from aggregator.merkle import MerkleLog
+from aggregator.node import profile_limits
 from edge.portable import cbor
 from tests.aggregator.helpers import NODE_ID, PROFILE, T0, World, run_block
 
@@ -259,3 +263,25 @@ def test_prepare_proposal_respects_limits_and_drops_garbage(world: World) -> Non
     a, b, c = (world.batch_tx("gw-1", s) for s in (1, 2, 3))
     assert app.prepare_proposal([a, b"junk", a, b, c], 2, 1 << 20) == [a, b]
     assert app.prepare_proposal([a, b, c], 10, len(a) + len(b)) == [a, b]
+
+
+def test_registry_is_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_mod, "DEVICES_MAX", 2)
+    app = world.app()
+    result = run_block(
+        app,
+        [
+            world.batch_tx("gw-1", 1),
+            world.enroll_tx("gw-2"),
+            world.batch_tx("gw-3", 1),
+            world.enroll_tx("gw-3"),
+            world.batch_tx("gw-1", 2),
+        ],
+    )
+    assert codes(result) == [OK, OK, "registry.full", "registry.full", OK]
+
+
+def test_shipped_profiles_feed_the_plausibility_rule() -> None:
+    limits = profile_limits()
+    assert limits["abb_b23"]["1-0:14.7.0"] == (45.0, 65.0)
+    assert all(low < high for table in limits.values() for low, high in table.values())
