@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient, ModbusSerialClient
@@ -16,7 +17,7 @@ from edge.meters.poller import ModbusMeter, Poller
 from edge.meters.result import CRC, EXCEPTION, MALFORMED, OFFLINE, OK, TIMEOUT, TRUNCATED
 from edge.portable import modbus
 from edge.portable.errors import LocalProtocolError
-from hardware.profiles import Profile, load
+from hardware.profiles import Profile, load, load_file
 from simulator.model import Fleet, register_image
 from simulator.servers import ModbusRtuPtySimulator, ModbusTcpSimulator
 from tests.meters.conftest import LOOPBACK, free_port, run
@@ -254,5 +255,69 @@ def test_bus_pool_shares_one_bus_per_line(seed: int) -> None:
             assert [r.status for r in await poller.poll_once()] == [OK, OK]
         finally:
             pool.close()
+            await server.shutdown()
+    run(scenario())
+
+
+SWAPPED = """
+[meter]
+model = "test meter with swapped words and bytes"
+protocol = "modbus"
+function = 3
+word_order = "little"
+byte_order = "little"
+max_registers_per_request = 10
+max_gap_registers = 2
+[limits]
+nominal_voltage_v = 230.0
+rated_current_a = 10.0
+max_power_w = 2300.0
+[[quantity]]
+obis = "1-0:32.7.0"
+name = "voltage"
+address = 100
+type = "float32"
+unit = "V"
+min = 0.0
+max = 300.0
+[[quantity]]
+obis = "1-0:1.7.0"
+name = "power"
+address = 104
+type = "int32"
+scale = 0.1
+unit = "W"
+min = -3000.0
+max = 3000.0
+[[quantity]]
+obis = "1-0:1.8.0"
+name = "energy"
+address = 120
+type = "uint64"
+scale = 3600.0
+unit = "J"
+kind = "energy"
+min = 0.0
+max = 1e15
+"""
+
+
+@pytest.mark.parametrize("kind", ["tcp", "rtu"])
+def test_swapped_word_and_byte_order_end_to_end(kind: str, tmp_path: Path, seed: int) -> None:
+    path = tmp_path / "swapped.toml"
+    path.write_text(SWAPPED)
+    profile = load_file(path)
+    fleet = Fleet(profile, [4], seed, T0)
+
+    async def scenario() -> None:
+        bus, server = await make_bus(kind, fleet)
+        try:
+            meter = ModbusMeter("m4", profile, 4, bus)
+            assert [(b.address, b.count) for b in meter.plan] == [(100, 6), (120, 4)]
+            reading = await meter.poll()
+            assert reading.status == OK, reading.error
+            assert_matches_simulator(profile, fleet, 4, {o: x.v for o, x in reading.values.items()})
+        finally:
+            bus.close()
             await server.shutdown()
     run(scenario())
