@@ -8,7 +8,12 @@ exception escaping a decoder is a bug, and the fuzz tests say so.
 
     GridLedgerError
     ├── LocalProtocolError            local.misuse       caller passed something invalid
+    │   ├── ProfileError              profile.invalid    meter profile file (hardware/profiles.py)
+    │   │   └── UnknownProfileError   profile.unknown
+    │   └── SimulatorError            sim.invalid        simulator set-up (simulator/model.py)
     └── RemoteProtocolError           remote.invalid
+        ├── ResponseTimeoutError      meter.timeout      no answer in time (modbus.py)
+        ├── MeterConnectError         meter.connect      port or TCP connect (edge/meters)
         ├── DecodeError               cbor.*             CBOR bytes (cbor.py)
         │   ├── TruncatedError        cbor.truncated
         │   ├── TrailingBytesError    cbor.trailing
