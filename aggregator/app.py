@@ -46,9 +46,9 @@ device's CBOR record (`Device.to_obj`), in device id order.
 
 Limits
 ------
-    VERIFY_CACHE_MAX   65536  signature results remembered between check_tx and
-                              execution (a pure function of its bytes, so caching is
-                              safe); 2 × a full mempool.
+    VERIFY_CACHE_MAX   65536  signature checks and verified batches remembered between
+                              check_tx and execution (pure functions of their bytes, so
+                              caching is safe); 2 × a full mempool.
     DEVICES_MAX        10^6   registry size before enrollment is refused (state root cost
                               is linear in it; beyond this, start another chain).
 
@@ -72,14 +72,14 @@ from functools import cached_property
 from types import MappingProxyType
 
 from edge.portable import batch as batch_mod
-from edge.portable import cbor, cwt
+from edge.portable import cbor, cose, cwt
 from edge.portable.errors import (
     GridLedgerError,
     LocalProtocolError,
     RemoteProtocolError,
     RevokedCertificateError,
 )
-from edge.portable.verify import verify_message
+from edge.portable.verify import Verified, verify_message
 
 from . import block as block_mod
 from . import rules, tx
@@ -364,6 +364,9 @@ class Application:
     ) -> None:
         self.config = config
         self._verify = CachedVerify(config.verify_fn)
+        self._verified_cache: OrderedDict[bytes, tuple[bytes, str | None, Verified]] = (
+            OrderedDict()
+        )
         self.state = state if state is not None else State()
         self.nodes: NodeStore = nodes if nodes is not None else MemoryNodeStore()
         if self.nodes.leaf_count() != self.state.log_size:
@@ -398,19 +401,39 @@ class Application:
         return CheckResult(OK, decoded.hash, decoded.kind)
 
     def _check_batch(self, decoded: tx.Tx, now_s: int) -> CheckResult:
-        message, batch = batch_mod.open_message(decoded.body)
-        head = CheckResult(OK, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
-        device = self.state.devices.get(batch.device_id)
+        message = cose.parse(decoded.body)
+        device = self.state.devices.get(message.kid.decode("utf-8", "replace"))
         certificate = device.certificate if device and device.certificate else message.kcwt
         if certificate is None:
-            return replace(head, code=UNKNOWN_DEVICE)
-        revoked = {batch.device_id} if device and device.revoked else None
-        verify_message(decoded.body, self.config.registrar_public_key, now_s, self._verify,
-                       certificate, revoked)
+            batch = batch_mod.open_message(decoded.body)[1]
+            return CheckResult(UNKNOWN_DEVICE, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
+        revoked_id = device.device_id if device and device.revoked else None
+        batch = self._verified(decoded.body, certificate, revoked_id, now_s).batch
+        head = CheckResult(OK, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
         if device is not None and batch.seq <= device.last_seq:
             same = device.last_batch_hash == _sha256(decoded.body)
             return replace(head, code=rules.DUPLICATE if same else rules.REPLAY)
         return head
+
+    def _verified(
+        self, body: bytes, certificate: bytes, revoked_id: str | None, now_s: int
+    ) -> Verified:
+        """`verify_message`, remembered: it is a pure function of its arguments, and only
+        the certificate's validity window depends on the time, so a remembered success
+        for the same bytes, certificate and revocation is re-checked against `now_s`."""
+        body_hash, cert_hash = _sha256(body), _sha256(certificate)
+        found = self._verified_cache.get(body_hash)
+        if found is not None and found[:2] == (cert_hash, revoked_id):
+            cert = found[2].certificate
+            if cert.issued_at <= now_s < cert.expires_at:
+                return found[2]
+        revoked = None if revoked_id is None else {revoked_id}
+        verified = verify_message(body, self.config.registrar_public_key, now_s, self._verify,
+                                  certificate, revoked)
+        self._verified_cache[body_hash] = (cert_hash, revoked_id, verified)
+        if len(self._verified_cache) > VERIFY_CACHE_MAX:
+            self._verified_cache.popitem(last=False)
+        return verified
 
     def _check_statement(self, decoded: tx.Tx) -> None:
         opener = tx.open_enrollment if decoded.kind == tx.ENROLL else tx.open_revocation
@@ -512,7 +535,7 @@ class Application:
     def _apply_batch(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> TxResult:
         result = TxResult(decoded.hash, OK)
         try:
-            message, batch = batch_mod.open_message(decoded.body)
+            message, batch = self._opened(decoded.body)
             result = replace(result, device_id=batch.device_id, seq=batch.seq)
             device = self._verified_device(draft, message.kcwt, decoded.body, batch, time_s)
         except RemoteProtocolError as exc:
@@ -520,6 +543,13 @@ class Application:
         except _Rejected as exc:
             return self._reject(draft, replace(result, code=exc.code))
         return self._commit_batch(draft, device, decoded, batch, result, time_s)
+
+    def _opened(self, body: bytes) -> tuple[cose.Sign1, batch_mod.Batch]:
+        """`batch.open_message`, answered from the verification cache when it can be."""
+        found = self._verified_cache.get(_sha256(body))
+        if found is not None:
+            return found[2].message, found[2].batch
+        return batch_mod.open_message(body)
 
     def _verified_device(
         self, draft: _Draft, kcwt: bytes | None, body: bytes, batch: batch_mod.Batch,
@@ -529,15 +559,13 @@ class Application:
         certificate = device.certificate if device and device.certificate else kcwt
         if certificate is None:
             raise _Rejected(UNKNOWN_DEVICE)
-        revoked = {batch.device_id} if device and device.revoked else None
-        verified = verify_message(body, self.config.registrar_public_key, time_s, self._verify,
-                                  certificate, revoked)
+        revoked_id = device.device_id if device and device.revoked else None
+        verified = self._verified(body, certificate, revoked_id, time_s)
         if device is not None:
             return device
         if draft.device_count() >= DEVICES_MAX:
             raise _Rejected(REGISTRY_FULL)
-        cert = verified.certificate
-        return Device(batch.device_id, certificate, tuple(cert.meters))
+        return Device(batch.device_id, certificate, tuple(verified.certificate.meters))
 
     def _commit_batch(
         self, draft: _Draft, device: Device, decoded: tx.Tx, batch: batch_mod.Batch,
