@@ -285,3 +285,32 @@ def test_shipped_profiles_feed_the_plausibility_rule() -> None:
     limits = profile_limits()
     assert limits["abb_b23"]["1-0:14.7.0"] == (45.0, 65.0)
     assert all(low < high for table in limits.values() for low, high in table.values())
+
+
+def test_a_remembered_verification_still_meets_the_block_time(world: World) -> None:
+    app = world.app()
+    raw = world.batch_tx("gw-1", 1)
+    assert app.check_tx(raw, T0).code == OK  # remembered as verified at T0
+    late = T0 + 366 * 86400  # the certificate expired before the block
+    result = run_block(app, [raw], time_s=late)
+    assert codes(result) == ["cert.expired"]
+
+
+def test_a_remembered_verification_does_not_outlive_a_revocation(world: World) -> None:
+    app = world.app()
+    run_block(app, [world.batch_tx("gw-1", 1)])
+    raw = world.batch_tx("gw-1", 2)
+    assert app.check_tx(raw, T0).code == OK
+    assert codes(run_block(app, [world.revoke_tx("gw-1"), raw])) == [OK, "cert.revoked"]
+
+
+def test_a_remembered_verification_follows_a_new_certificate(world: World) -> None:
+    app = world.app()
+    raw = world.batch_tx("gw-1", 1, kcwt=False)
+    other = World()
+    other.device_key = lambda device_id: world.device_key("gw-9")  # type: ignore[method-assign]
+    foreign_key_cert = other.cert("gw-1")  # the same id, certifying another key
+    run_block(app, [world.enroll_tx("gw-1", time_s=T0)])
+    assert app.check_tx(raw, T0).code == OK
+    run_block(app, [world.enroll_tx("gw-1", time_s=T0 + 1, cert=foreign_key_cert)])
+    assert codes(run_block(app, [raw])) == ["cose.signature"]
