@@ -9,6 +9,7 @@ abci/types/application.go, reduced to what GridLedger needs:
                                  certificate (`edge.portable.verify` with the registrar key
                                  of the genesis file and the chain's revocations), refuse a
                                  seq already committed.  Advisory: execution decides again.
+                                 `precheck` does the state-free part ahead, on another core.
     prepare_proposal(txs, ...)   the proposer picks mempool txs within the block limits.
     finalize_block(request)      execute a block's txs against the committed State, in
                                  order, and return the results and the next State; nothing
@@ -93,9 +94,11 @@ __all__ = [
     "Device",
     "FinalizeRequest",
     "FinalizeResult",
+    "Prechecked",
     "State",
     "TxResult",
     "leaf_bytes",
+    "precheck",
 ]
 
 OK = "ok"
@@ -263,6 +266,35 @@ def leaf_bytes(device_id: str, seq: int, meter_id: str, batch_hash: bytes) -> by
     return cbor.encode([device_id, seq, meter_id, batch_hash])
 
 
+@dataclass(frozen=True)
+class Prechecked:
+    """The state-free part of checking a batch, done ahead (picklable)."""
+
+    body_hash: bytes
+    certificate_hash: bytes
+    verified: Verified
+
+
+def precheck(
+    message: bytes, registrar_public_key: bytes, now_s: int, verify_fn: VerifyFn
+) -> Prechecked | None:
+    """`verify_message` of a message against its own kcwt, for a worker process.
+
+    Parsing and the two ES256 checks are most of check_tx's cost and need no state, so
+    a pool on other cores can do them; `check_tx(..., prechecked)` then does only what
+    needs the state (registry, revocation, replay).  None when the message has no kcwt
+    or does not verify: check_tx then finds the reason itself.
+    """
+    try:
+        kcwt = cose.parse(message).kcwt
+        if kcwt is None:
+            return None
+        verified = verify_message(message, registrar_public_key, now_s, verify_fn)
+    except RemoteProtocolError:
+        return None
+    return Prechecked(_sha256(message), _sha256(kcwt), verified)
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -386,22 +418,35 @@ class Application:
 
     # -- mempool admission --------------------------------------------------------------
 
-    def check_tx(self, raw: bytes, now_s: int) -> CheckResult:
-        """Whether `raw` may enter the mempool; never raises for remote bytes."""
+    def check_tx(
+        self, raw: bytes, now_s: int, prechecked: Prechecked | None = None
+    ) -> CheckResult:
+        """Whether `raw` may enter the mempool; never raises for remote bytes.
+
+        `prechecked` is `precheck`'s result for the batch's message, computed elsewhere
+        (a worker process); it saves the parsing and the signatures when it matches.
+        """
         try:
             decoded = tx.decode(raw)
         except RemoteProtocolError as exc:
             return CheckResult(exc.code)
         try:
             if decoded.kind == tx.BATCH:
-                return self._check_batch(decoded, now_s)
+                return self._check_batch(decoded, now_s, prechecked)
             self._check_statement(decoded)
         except RemoteProtocolError as exc:
             return CheckResult(exc.code, decoded.hash, decoded.kind)
         return CheckResult(OK, decoded.hash, decoded.kind)
 
-    def _check_batch(self, decoded: tx.Tx, now_s: int) -> CheckResult:
-        message = cose.parse(decoded.body)
+    def _check_batch(
+        self, decoded: tx.Tx, now_s: int, prechecked: Prechecked | None
+    ) -> CheckResult:
+        body_hash = _sha256(decoded.body)
+        if prechecked is not None and prechecked.body_hash == body_hash:
+            self._remember(body_hash, prechecked.certificate_hash, None, prechecked.verified)
+            message = prechecked.verified.message
+        else:
+            message = cose.parse(decoded.body)
         device = self.state.devices.get(message.kid.decode("utf-8", "replace"))
         certificate = device.certificate if device and device.certificate else message.kcwt
         if certificate is None:
@@ -430,10 +475,15 @@ class Application:
         revoked = None if revoked_id is None else {revoked_id}
         verified = verify_message(body, self.config.registrar_public_key, now_s, self._verify,
                                   certificate, revoked)
+        self._remember(body_hash, cert_hash, revoked_id, verified)
+        return verified
+
+    def _remember(
+        self, body_hash: bytes, cert_hash: bytes, revoked_id: str | None, verified: Verified
+    ) -> None:
         self._verified_cache[body_hash] = (cert_hash, revoked_id, verified)
         if len(self._verified_cache) > VERIFY_CACHE_MAX:
             self._verified_cache.popitem(last=False)
-        return verified
 
     def _check_statement(self, decoded: tx.Tx) -> None:
         opener = tx.open_enrollment if decoded.kind == tx.ENROLL else tx.open_revocation

@@ -55,7 +55,7 @@ from edge.portable.errors import LocalProtocolError
 
 from . import block as block_mod
 from . import tx as tx_mod
-from .app import OK, Application, FinalizeRequest, FinalizeResult, TxResult
+from .app import OK, Application, FinalizeRequest, FinalizeResult, Prechecked, TxResult
 from .rules import DUPLICATE, REPLAY
 
 __all__ = [
@@ -372,12 +372,14 @@ class SoloEngine:
 
     # -- admission --------------------------------------------------------------------
 
-    def submit(self, raw: bytes, now_s: float) -> Submission:
+    def submit(
+        self, raw: bytes, now_s: float, prechecked: Prechecked | None = None
+    ) -> Submission:
         """Admit one tx (check_tx and the mempool); never writes: blocks are cut by
         handle_timeout when next_deadline() says one is due."""
         if not self.mempool.fits(len(raw)):
             return Submission(FULL, MEMPOOL_FULL, retry_after_s=self.limits.timeout_s)
-        check = self.app.check_tx(raw, int(now_s))
+        check = self.app.check_tx(raw, int(now_s), prechecked)
         self.counters.checked(check.code)
         key = (check.device_id, check.seq) if check.device_id else None
         base = Submission(ACCEPTED, check.code, check.tx_hash, check.device_id, check.seq)
@@ -391,14 +393,17 @@ class SoloEngine:
         self.mempool.add(check.tx_hash, raw, key, now_s)
         return base
 
-    def submit_message(self, message: bytes, now_s: float) -> Submission:
-        """`submit` for a device's COSE_Sign1 as a transport received it."""
+    def submit_message(
+        self, message: bytes, now_s: float, prechecked: Prechecked | None = None
+    ) -> Submission:
+        """`submit` for a device's COSE_Sign1 as a transport received it; `prechecked`
+        is `app.precheck(message, ...)` when a worker pool did it."""
         try:
             raw = tx_mod.encode(tx_mod.BATCH, message)
         except tx_mod.TxLimitError as exc:
             self.counters.checked(exc.code)
             return Submission(REJECTED, exc.code)
-        return self.submit(raw, now_s)
+        return self.submit(raw, now_s, prechecked)
 
     def _duplicate_of_committed(self, base: Submission) -> Submission:
         """The device lost the receipt of its last batch: sign it again."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import replace
 
 import pytest
@@ -13,6 +14,7 @@ from aggregator.app import OK, Application, Device, FinalizeRequest, leaf_bytes
 from aggregator.block import Block, Header, txs_root
 from aggregator.merkle import MerkleLog
 from aggregator.node import profile_limits
+from edge import crypto
 from edge.portable import cbor
 from tests.aggregator.helpers import NODE_ID, PROFILE, T0, World, run_block
 
@@ -314,3 +316,39 @@ def test_a_remembered_verification_follows_a_new_certificate(world: World) -> No
     assert app.check_tx(raw, T0).code == OK
     run_block(app, [world.enroll_tx("gw-1", time_s=T0 + 1, cert=foreign_key_cert)])
     assert codes(run_block(app, [raw])) == ["cose.signature"]
+
+
+def test_precheck_moves_the_signatures_off_the_application(world: World) -> None:
+    calls = []
+
+    def counting(public_key: bytes, message: bytes, signature: bytes) -> bool:
+        calls.append(1)
+        return crypto.verify(public_key, message, signature)
+
+    app = Application(replace(world.config, verify_fn=counting))
+    message = world.message("gw-1", 1)
+    prechecked = app_mod.precheck(message, world.registrar.public_key(), T0, crypto.verify)
+    assert prechecked is not None
+    shipped = pickle.loads(pickle.dumps(prechecked))  # as a worker process returns it
+    check = app.check_tx(tx.encode(tx.BATCH, message), T0, shipped)
+    assert (check.code, check.device_id, check.seq) == (OK, "gw-1", 1)
+    assert codes(run_block(app, [tx.encode(tx.BATCH, message)])) == [OK]
+    assert calls == []
+
+
+def test_precheck_of_another_message_is_ignored(world: World) -> None:
+    app = world.app()
+    other = app_mod.precheck(
+        world.message("gw-1", 1), world.registrar.public_key(), T0, crypto.verify
+    )
+    forged = bytearray(world.message("gw-1", 2))
+    forged[-1] ^= 1
+    check = app.check_tx(tx.encode(tx.BATCH, bytes(forged)), T0, other)
+    assert check.code == "cose.signature"
+
+
+def test_precheck_declines_what_it_cannot_decide(world: World) -> None:
+    registrar = world.registrar.public_key()
+    no_kcwt = world.message("gw-1", 1, kcwt=False)
+    assert app_mod.precheck(no_kcwt, registrar, T0, crypto.verify) is None
+    assert app_mod.precheck(b"\x00garbage", registrar, T0, crypto.verify) is None
