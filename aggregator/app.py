@@ -53,6 +53,9 @@ Limits
     DEVICES_MAX        10^5   registry size before enrollment is refused: the state root
                               hashes every device's digest each block, ~55 ms at 10^5 on
                               the target machine; grow beyond it by another chain.
+    REGISTERS_MAX      1024   registers (meter, OBIS) remembered per device: 32 meters ×
+                              32 records fit; a certificate without a meter list must not
+                              let one device grow its record without bound.
 
 Errors (codes in tx results; nothing here raises for remote bytes)
 ------
@@ -61,6 +64,7 @@ Errors (codes in tx results; nothing here raises for remote bytes)
     tx.stale           enrollment not newer than the device's last registry statement
     tx.time            registry statement dated after the block time + skew bound
     registry.full      DEVICES_MAX reached
+    device.registers   the batch would take the device past REGISTERS_MAX
     rule.*             see aggregator.rules; cbor.*, cose.*, batch.*, cert.*, tx.* as raised
 """
 
@@ -110,6 +114,8 @@ TIME = "tx.time"
 REGISTRY_FULL = "registry.full"
 VERIFY_CACHE_MAX = 65536
 DEVICES_MAX = 100_000
+REGISTERS_MAX = 1024
+TOO_MANY_REGISTERS = "device.registers"
 
 VerifyFn = Callable[[bytes, bytes, bytes], bool]
 ProfileLimits = Mapping[str, tuple[float, float]]
@@ -632,6 +638,9 @@ class Application:
                 return replace(result, code=rules.DUPLICATE)
             draft.put(replace(device, violations=_count(device.violations, [replay])))
             return self._reject(draft, replace(result, code=rules.REPLAY, violations=(replay,)))
+        registers = rules.next_registers(device.register_map(), batch)
+        if len(registers) > REGISTERS_MAX:
+            return self._reject(draft, replace(result, code=TOO_MANY_REGISTERS))
         found = self._rule_violations(device, batch, last_seq, time_s)
         first_leaf = draft.log.size + len(draft.leaves)
         for group in batch.meters:
@@ -641,7 +650,7 @@ class Application:
             last_seq=batch.seq,
             last_batch_hash=body_hash,
             last_height=draft.height,
-            registers=_register_rows(rules.next_registers(device.register_map(), batch)),
+            registers=_register_rows(registers),
             batches=device.batches + 1,
             violations=_count(device.violations, found),
         ))

@@ -352,3 +352,13 @@ def test_precheck_declines_what_it_cannot_decide(world: World) -> None:
     no_kcwt = world.message("gw-1", 1, kcwt=False)
     assert app_mod.precheck(no_kcwt, registrar, T0, crypto.verify) is None
     assert app_mod.precheck(b"\x00garbage", registrar, T0, crypto.verify) is None
+
+
+def test_registers_per_device_are_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_mod, "REGISTERS_MAX", 1)  # one energy register per meter
+    app = world.app()
+    result = run_block(
+        app, [world.batch_tx("gw-1", 1, meters=("M1",)), world.batch_tx("gw-1", 2, meters=("M2",))]
+    )
+    assert codes(result) == [OK, "device.registers"]
+    assert app.state.devices["gw-1"].last_seq == 1
