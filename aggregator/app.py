@@ -47,9 +47,13 @@ device's CBOR record (`Device.to_obj`), in device id order.
 
 Limits
 ------
-    VERIFY_CACHE_MAX   65536  signature checks and verified batches remembered between
-                              check_tx and execution (pure functions of their bytes, so
-                              caching is safe); 2 × a full mempool.
+    VERIFY_CACHE_MAX   65536  ES256 results remembered between check_tx and execution
+                              (a pure function of its bytes, so caching is safe); ~150 B
+                              each.
+    VERIFIED_BATCHES_MAX 16384  verified batches remembered likewise, ~5 KB of objects
+                              each (≤ 80 MB): 2 × the default mempool.  A batch is
+                              forgotten when its block commits or check_tx refuses it, so
+                              the memo holds about the mempool's batches.
     DEVICES_MAX        10^5   registry size before enrollment is refused: the state root
                               hashes every device's digest each block, ~55 ms at 10^5 on
                               the target machine; grow beyond it by another chain.
@@ -113,6 +117,7 @@ STALE = "tx.stale"
 TIME = "tx.time"
 REGISTRY_FULL = "registry.full"
 VERIFY_CACHE_MAX = 65536
+VERIFIED_BATCHES_MAX = 16384
 DEVICES_MAX = 100_000
 REGISTERS_MAX = 1024
 TOO_MANY_REGISTERS = "device.registers"
@@ -260,6 +265,7 @@ class FinalizeResult:
     leaves: tuple[bytes, ...]
     log_nodes: tuple[Node, ...]
     changed: tuple[Device, ...]
+    batch_hashes: tuple[bytes, ...] = ()
 
     @property
     def violations(self) -> int:
@@ -362,6 +368,7 @@ class _Draft:
         self.overlay = _OverlayStore(base)
         self.log = MerkleLog(self.overlay)
         self.leaves: list[bytes] = []
+        self.batch_hashes: list[bytes] = []
         self.batches = state.batches
         self.readings = state.readings
         self.violations = state.violations
@@ -465,7 +472,8 @@ class Application:
         batch = self._verified(decoded.body, certificate, revoked_id, now_s).batch
         head = CheckResult(OK, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
         if device is not None and batch.seq <= device.last_seq:
-            same = device.last_batch_hash == _sha256(decoded.body)
+            self._verified_cache.pop(body_hash, None)  # it will not reach a block
+            same = device.last_batch_hash == body_hash
             return replace(head, code=rules.DUPLICATE if same else rules.REPLAY)
         return head
 
@@ -491,7 +499,7 @@ class Application:
         self, body_hash: bytes, cert_hash: bytes, revoked_id: str | None, verified: Verified
     ) -> None:
         self._verified_cache[body_hash] = (cert_hash, revoked_id, verified)
-        if len(self._verified_cache) > VERIFY_CACHE_MAX:
+        if len(self._verified_cache) > VERIFIED_BATCHES_MAX:
             self._verified_cache.popitem(last=False)
 
     def _check_statement(self, decoded: tx.Tx) -> None:
@@ -553,7 +561,8 @@ class Application:
         draft.log.extend(draft.leaves)
         state = draft.freeze(request)
         return FinalizeResult(request, results, state, state.root(), tuple(draft.leaves),
-                              tuple(draft.overlay.written), tuple(draft.devices.values()))
+                              tuple(draft.overlay.written), tuple(draft.devices.values()),
+                              tuple(draft.batch_hashes))
 
     def commit(self) -> bytes:
         """Make the finalized State current and append its log nodes; the app hash."""
@@ -562,6 +571,8 @@ class Application:
         pending, self._pending = self._pending, None
         self.nodes.append(pending.state.log_size, pending.log_nodes)
         self.state = pending.state
+        for body_hash in pending.batch_hashes:  # executed: no longer worth remembering
+            self._verified_cache.pop(body_hash, None)
         return pending.state_root
 
     def _apply(self, draft: _Draft, raw: bytes, request: FinalizeRequest) -> TxResult:
@@ -593,6 +604,7 @@ class Application:
 
     def _apply_batch(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> TxResult:
         result = TxResult(decoded.hash, OK)
+        draft.batch_hashes.append(_sha256(decoded.body))
         try:
             message, batch = self._opened(decoded.body)
             result = replace(result, device_id=batch.device_id, seq=batch.seq)
