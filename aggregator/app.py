@@ -247,6 +247,18 @@ class TxResult:
         return [self.tx_hash, self.code, self.device_id, self.seq, self.first_leaf,
                 self.leaf_count, found]
 
+    def to_json(self) -> dict[str, object]:
+        keys = ("code", "device_id", "seq", "meter_id", "obis", "detail")
+        return {
+            "tx_hash": self.tx_hash.hex(),
+            "code": self.code,
+            "device_id": self.device_id,
+            "seq": self.seq,
+            "first_leaf": self.first_leaf,
+            "leaf_count": self.leaf_count,
+            "violations": [dict(zip(keys, v.to_obj(), strict=True)) for v in self.violations],
+        }
+
 
 @dataclass(frozen=True)
 class FinalizeRequest:

@@ -148,6 +148,22 @@ class Header:
     def hash(self) -> bytes:
         return hashlib.sha256(self.encode()).digest()
 
+    def to_json(self) -> dict[str, object]:
+        """The header for people and HTTP: hashes in hex, field names as in the table."""
+        return {
+            "version": self.version,
+            "chain_id": self.chain_id,
+            "height": self.height,
+            "time_s": self.time_s,
+            "prev_hash": self.prev_hash.hex(),
+            "txs_root": self.txs_root.hex(),
+            "log_root": self.log_root.hex(),
+            "log_size": self.log_size,
+            "state_root": self.state_root.hex(),
+            "violations": self.violations,
+            "proposer": self.proposer,
+        }
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -162,6 +178,11 @@ class Commit:
 
     def encode(self) -> bytes:
         return cbor.encode(self.to_obj())
+
+    def to_json(self) -> dict[str, object]:
+        signatures = [{"node_id": n, "signature": s.hex()} for n, s in self.signatures]
+        return {"height": self.height, "block_hash": self.block_hash.hex(),
+                "signatures": signatures}
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,15 @@ class Block:
     def encode(self) -> bytes:
         commit = None if self.last_commit is None else self.last_commit.to_obj()
         return cbor.encode([self.raw_header(), list(self.txs), commit])
+
+    def to_json(self) -> dict[str, object]:
+        """What GET /v1/blocks/{height} shows: hash, header, tx hashes and sizes, commit."""
+        return {
+            "hash": self.hash().hex(),
+            "header": self.header.to_json(),
+            "txs": [{"hash": hashlib.sha256(t).hexdigest(), "bytes": len(t)} for t in self.txs],
+            "last_commit": None if self.last_commit is None else self.last_commit.to_json(),
+        }
 
 
 def txs_root(txs: Sequence[bytes]) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 
 import pytest
@@ -97,3 +98,12 @@ def test_commit_needs_more_than_two_thirds() -> None:
     stranger = block_mod.sign_commit("gl-test", 2, block_hash, [("n9", keys[0].sign)])
     with pytest.raises(block_mod.CommitError):
         block_mod.verify_commit(stranger, "gl-test", validators, crypto.verify)
+
+
+def test_json_views_are_plain_data() -> None:
+    commit = Commit(1, b"\x05" * 32, (("node-0", b"s" * 64),))
+    view = Block(HEADER, (b"tx1",), commit).to_json()
+    assert json.loads(json.dumps(view)) == view
+    assert view["hash"] == HEADER.hash().hex()
+    assert view["header"]["log_size"] == 7  # type: ignore[index]
+    assert view["txs"] == [{"hash": hashlib.sha256(b"tx1").hexdigest(), "bytes": 3}]

@@ -171,3 +171,13 @@ def test_rejected_in_block_counts_and_violation_header(world: World) -> None:
     [block] = committed(engine.handle_timeout(T0))
     assert block.block.header.violations == 1
     assert engine.status()["violations"] == 1
+
+
+def test_results_have_a_json_view(world: World) -> None:
+    engine = world.engine(limits=LIMITS)
+    engine.submit(world.batch_tx("gw-1", 1), T0)
+    engine.submit(world.batch_tx("gw-1", 3), T0)
+    [block] = committed(engine.handle_timeout(T0 + 1))
+    views = [r.to_json() for r in block.results]
+    assert views[1]["violations"][0]["code"] == "rule.gap"  # type: ignore[index]
+    assert views[0]["leaf_count"] == 1 and views[1]["first_leaf"] == 1
