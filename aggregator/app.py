@@ -174,8 +174,13 @@ class Device:
         )
 
     @cached_property
+    def encoded(self) -> bytes:
+        """The record's deterministic CBOR (what the state root and the store use)."""
+        return cbor.encode(self.to_obj())
+
+    @cached_property
     def digest(self) -> bytes:
-        return hashlib.sha256(cbor.encode(self.to_obj())).digest()
+        return hashlib.sha256(self.encoded).digest()
 
     @property
     def credit(self) -> int:

@@ -253,7 +253,7 @@ class Store:
         )
         self._conn.executemany(
             "INSERT OR REPLACE INTO device VALUES (?, ?)",
-            [(d.device_id, cbor.encode(d.to_obj())) for d in result.changed],
+            [(d.device_id, d.encoded) for d in result.changed],
         )
         summary = [state.height, state.time_s, state.log_size, state.log_root, state.batches,
                    state.readings, state.violations]
