@@ -377,6 +377,9 @@ class SoloEngine:
     ) -> Submission:
         """Admit one tx (check_tx and the mempool); never writes: blocks are cut by
         handle_timeout when next_deadline() says one is due."""
+        if len(raw) > self.limits.bytes_max:  # could never be put in a block
+            self.counters.checked(tx_mod.TxLimitError.code)
+            return Submission(REJECTED, tx_mod.TxLimitError.code)
         if not self.mempool.fits(len(raw)):
             return Submission(FULL, MEMPOOL_FULL, retry_after_s=self.limits.timeout_s)
         check = self.app.check_tx(raw, int(now_s), prechecked)

@@ -181,3 +181,18 @@ def test_results_have_a_json_view(world: World) -> None:
     views = [r.to_json() for r in block.results]
     assert views[1]["violations"][0]["code"] == "rule.gap"  # type: ignore[index]
     assert views[0]["leaf_count"] == 1 and views[1]["first_leaf"] == 1
+
+
+def test_a_tx_bigger_than_a_block_is_refused(world: World) -> None:
+    one = world.batch_tx("gw-1", 1)
+    limits = EngineLimits(
+        txs_max=10,
+        bytes_max=len(one) - 1,
+        timeout_s=1.0,
+        mempool_txs_max=10,
+        mempool_bytes_max=1 << 20,
+    )
+    engine = world.engine(limits=limits)
+    refused = engine.submit(one, T0)
+    assert (refused.status, refused.code) == (REJECTED, "tx.limit")
+    assert engine.next_deadline() is None
