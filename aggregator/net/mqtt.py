@@ -35,6 +35,10 @@ Limits
     OUTBOX_MAX            4096   receipts waiting for the broker; beyond it the oldest is
                                  dropped (the device can GET it over CoAP or re-send).
     BACKOFF_S_MIN/MAX     0.1/5  reconnect delays.
+    EMBEDDED_CONNECT_S    5      start() waits this long for the subscription on the
+                                 embedded broker (it is local: milliseconds in practice).
+    BROKER_DRAIN_S        2      shutdown waits this long for the embedded broker's
+                                 connections to close before stopping it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ OUTBOX_MAX = 4096
 BACKOFF_S_MIN = 0.1
 BACKOFF_S_MAX = 5.0
 KEEPALIVE_S = 30
+SHUTDOWN_RECANCEL_S = 0.5
+BROKER_DRAIN_S = 2.0
+EMBEDDED_CONNECT_S = 5.0
 UP_FILTER = "gl/v1/+/up"
 SHARED_GROUP = "gl-aggregators"
 
@@ -108,9 +115,18 @@ class EmbeddedBroker:
         log.info("mqtt.embedded_broker", extra={"fields": {"host": self.host, "port": self.port}})
 
     async def shutdown(self) -> None:
-        if self._broker is not None:
-            broker, self._broker = self._broker, None
-            await broker.shutdown()
+        if self._broker is None:
+            return
+        broker, self._broker = self._broker, None
+        # amqtt's shutdown cleans up sessions but not connections still being set up or
+        # torn down, whose streams would then outlive the loop: let them finish first.
+        server = broker._servers.get("default")
+        deadline = asyncio.get_running_loop().time() + BROKER_DRAIN_S
+        while server is not None and server.conn_count > 0:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        await broker.shutdown()
 
 
 class MqttTransport:
@@ -131,6 +147,7 @@ class MqttTransport:
         self._slots = asyncio.Semaphore(INFLIGHT_MAX)
         self._handlers: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
         self.connected = asyncio.Event()
         self.connections = 0
         self.dropped_receipts = 0
@@ -140,10 +157,15 @@ class MqttTransport:
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
     async def shutdown(self) -> None:
+        self._stopping = True
         tasks = [t for t in (self._runner, *self._handlers) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Python 3.11's asyncio.wait_for (inside aiomqtt) can swallow a cancellation
+        # that races with its result, so cancel until the tasks are really done.
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=SHUTDOWN_RECANCEL_S)
+            tasks = [t for t in tasks if not t.done()]
         self._runner = None
 
     def _on_receipt(self, item: CommitReceipt) -> None:
@@ -172,10 +194,12 @@ class MqttTransport:
 
     async def _run(self) -> None:
         delay_s = BACKOFF_S_MIN
-        while True:
+        while not self._stopping:
             try:
                 async with self._client() as client:
                     await client.subscribe(self.settings.up_filter, qos=1)
+                    if self._stopping:
+                        return
                     self.connections += 1
                     self.connected.set()
                     self._metrics.mqtt_connected.set(1)

@@ -37,7 +37,7 @@ from .coap import CoapTransport
 from .http import HttpTransport, make_app
 from .ingress import INFLIGHT_COAP_MAX, INFLIGHT_MQTT_MAX, Ingress, ReceiptHub
 from .metrics import NetMetrics
-from .mqtt import EmbeddedBroker, MqttSettings, MqttTransport
+from .mqtt import EMBEDDED_CONNECT_S, EmbeddedBroker, MqttSettings, MqttTransport
 from .ports import TRANSPORT_COAP, TRANSPORT_MQTT, Node
 
 DEFAULT_MQTT_PORT = 1883
@@ -109,6 +109,9 @@ class NodeServer:
             self.mqtt = MqttTransport(self._mqtt_settings(), self.ingress, self.hub,
                                       self.metrics, random.Random(c.seed))
             await self.mqtt.start()
+            if self.broker is not None:
+                # The embedded broker is ours and local: be subscribed before "ready".
+                await asyncio.wait_for(self.mqtt.connected.wait(), EMBEDDED_CONNECT_S)
         except BaseException:
             await self.shutdown()
             raise
