@@ -15,7 +15,7 @@ event kinds behind the same two calls.  Actions, in the order to perform them:
 
     Answer(token, Submission)    the admission verdict for TxIn `token`: accepted, a
                                  duplicate of a pending tx, rejected with a code (and a
-                                 signed receipt, when the tx names a device and seq), or
+                                 signed receipt for rule.replay), or
                                  full (back-pressure: CoAP 5.03 + Max-Age = retry_after_s;
                                  MQTT simply leaves the device to retry).
     Committed(block, results)    a block is durable in the store (written before the
@@ -29,10 +29,12 @@ genuine device still holds.  The sender of any other rejection learns its code f
 Answer (CoAP diagnostic payload).
 
 `now_s` is Unix time as a float; block time is its integer part, never below the previous
-block's.  The solo engine cuts a block when the mempool holds txs_max txs or bytes_max
-bytes (Fabric's MaxMessageCount / PreferredMaxBytes), or timeout_s after the oldest
-pending tx arrived (BatchTimeout); it makes no empty blocks.  Cutting a block writes it
-to the injected store in one transaction, then signs its commit with the node key.
+block's.  A block is due when the mempool holds txs_max txs or bytes_max bytes (Fabric's
+MaxMessageCount / PreferredMaxBytes: next_deadline() is then already past), or timeout_s
+after the oldest pending tx arrived (BatchTimeout); there are no empty blocks.  The solo
+engine also offers `submit` (admission only, cheap, never writes) and `handle_timeout`
+(cuts every due block) as direct calls.  Cutting a block signs its commit with the node
+key and writes block, results and state to the injected store in one transaction.
 
 Limits (defaults from the genesis block limits; see EngineLimits)
 ------
