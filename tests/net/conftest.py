@@ -37,14 +37,17 @@ class Device:
     key: crypto.SigningKey
     certificate: bytes
 
-    def message(self, seq: int, energy_j: int = 1_000_000, meter: str = METER) -> bytes:
+    def batch(self, seq: int, energy_j: int = 1_000_000, meter: str = METER) -> batch_mod.Batch:
         now_s = int(time.time())
         records = [
             batch_mod.Record("1-0:1.8.0", energy_j + seq, "J"),
             batch_mod.Record("1-0:1.7.0", 512.5, "W"),
         ]
         group = batch_mod.MeterGroup(meter, now_s - 1, records)
-        item = batch_mod.Batch(self.device_id, seq, now_s, True, [group])
+        return batch_mod.Batch(self.device_id, seq, now_s, True, [group])
+
+    def message(self, seq: int, energy_j: int = 1_000_000, meter: str = METER) -> bytes:
+        item = self.batch(seq, energy_j, meter)
         return batch_mod.sign(item, self.key.sign, self.certificate)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import aiocoap
@@ -15,6 +17,7 @@ from edge.portable import cbor, receipt
 from .conftest import (
     NODE_ID,
     NODE_KEY,
+    Device,
     Pki,
     coap_client,
     coap_post,
@@ -26,6 +29,7 @@ from .conftest import (
 )
 
 COAP_CLIENT = "/usr/bin/coap-client-notls"
+PYCOSE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pycose" / "bin" / "python"
 
 
 def code_of(response: aiocoap.Message) -> str:
@@ -134,11 +138,31 @@ async def _coap_client_post(port: int, path: Path) -> tuple[int, str]:
     return process.returncode or 0, output.decode(errors="replace")
 
 
+def pycose_signed(device: Device, seq: int) -> bytes:
+    """The batch `device.message(seq)` would carry, signed by pycose instead of our code."""
+    item = device.batch(seq)
+    public = device.key.public_key()
+    request = {
+        "d": device.key.to_bytes().hex(), "x": public[1:33].hex(), "y": public[33:].hex(),
+        "kid": device.device_id.encode().hex(), "payload": item.encode().hex(),
+        "kcwt": device.certificate.hex(),
+    }
+    done = subprocess.run(
+        [str(PYCOSE_PYTHON), str(Path(__file__).with_name("pycose_sign.py"))],
+        input=json.dumps(request), capture_output=True, text=True, timeout=30, check=True,
+    )
+    return bytes.fromhex(done.stdout)
+
+
 @pytest.mark.interop
-def test_libcoap_client_posts_a_batch_and_a_tampered_copy(pki: Pki, tmp_path: Path) -> None:
+def test_libcoap_client_posts_a_pycose_batch_and_a_tampered_copy(
+    pki: Pki, tmp_path: Path
+) -> None:
     if shutil.which(COAP_CLIENT) is None:
         pytest.skip("libcoap's coap-client-notls is not installed")
-    good = pki.device("gw-libcoap").message(1)
+    if not PYCOSE_PYTHON.exists():
+        pytest.skip("the pycose environment (.venv-pycose) is not set up")
+    good = pycose_signed(pki.device("gw-libcoap"), 1)
     tampered = bytearray(good)
     tampered[len(good) // 2] ^= 0x40
     (tmp_path / "good.cose").write_bytes(good)
