@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 One aiocoap server context on UDP (the `udp6` transport, which also serves IPv4 through
 mapped addresses).  aiocoap reassembles block-wise uploads (RFC 7959) before the
-resource sees them, so a batch above one datagram arrives whole.
+resource sees them, so a batch above one datagram arrives whole; a block that would
+take the upload past `ports.MESSAGE_BYTES_MAX` (or a Size1 announcing more) is refused
+with 4.13 and Size1 = the limit, since aiocoap's own reassembly has no size bound.
 
 POST /gl/v1/up with Content-Format 18 (application/cose; cose-type="cose-sign1") goes to
 `Ingress.submit` without waiting for a slot; the answer:
@@ -41,6 +43,8 @@ from .ingress import Ingress, ReceiptHub
 from .metrics import NetMetrics
 from .ports import (
     CODE_CONTENT_FORMAT,
+    CODE_TOO_LARGE,
+    MESSAGE_BYTES_MAX,
     TRANSPORT_COAP,
     Admission,
     CommitReceipt,
@@ -84,21 +88,35 @@ def response_for(admission: Admission) -> aiocoap.Message:
     return message
 
 
+def over_limit(request: aiocoap.Message) -> bool:
+    """True when a (block-wise) upload announces or reaches more than MESSAGE_BYTES_MAX."""
+    if request.opt.size1 is not None and request.opt.size1 > MESSAGE_BYTES_MAX:
+        return True
+    block1 = request.opt.block1
+    return block1 is not None and block1.start + len(request.payload) > MESSAGE_BYTES_MAX
+
+
 class UpResource(resource.Resource):  # type: ignore[misc]  # aiocoap is untyped
-    def __init__(self, ingress: Ingress, metrics: NetMetrics) -> None:
+    def __init__(self, ingress: Ingress) -> None:
         super().__init__()
         self._ingress = ingress
-        self._metrics = metrics
+
+    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        # aiocoap reassembles Block1 uploads without a size bound; a block past the limit
+        # comes to render_post unassembled instead, and is refused there.
+        return not over_limit(request)
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        if over_limit(request):
+            admission = self._ingress.refuse(
+                TRANSPORT_COAP, CODE_TOO_LARGE, f"over {MESSAGE_BYTES_MAX} bytes")
+            response = response_for(admission)
+            response.opt.size1 = MESSAGE_BYTES_MAX  # RFC 7959 §2.9.3
+            return response
         if request.opt.content_format != CONTENT_FORMAT_COSE_SIGN1:
-            self._metrics.messages_in.labels(TRANSPORT_COAP).inc()
-            self._metrics.admissions.labels(TRANSPORT_COAP, "rejected").inc()
-            self._metrics.reject(TRANSPORT_COAP, CODE_CONTENT_FORMAT)
-            return aiocoap.Message(
-                code=aiocoap.UNSUPPORTED_CONTENT_FORMAT,
-                payload=diagnostic(CODE_CONTENT_FORMAT, "use 18 (cose-sign1)"),
-            )
+            admission = self._ingress.refuse(
+                TRANSPORT_COAP, CODE_CONTENT_FORMAT, "use 18 (cose-sign1)")
+            return response_for(admission)
         admission = await self._ingress.submit(bytes(request.payload), TRANSPORT_COAP, False)
         return response_for(admission)
 
@@ -177,7 +195,7 @@ class CoapTransport:
         self._host = host
         self.port = port
         self._site = resource.Site()
-        self._site.add_resource(UP_PATH, UpResource(ingress, metrics))
+        self._site.add_resource(UP_PATH, UpResource(ingress))
         self._site.add_resource(ACK_PATH, AckResource(hub, metrics))
         self._context: aiocoap.Context | None = None
 

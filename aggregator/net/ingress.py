@@ -98,6 +98,11 @@ class Ingress:
                 self._enter(transport, -1)
         return self._count(transport, admission)
 
+    def refuse(self, transport: str, code: str, reason: str) -> Admission:
+        """Count and reject a message the transport turned away before the node."""
+        self._metrics.messages_in.labels(transport).inc()
+        return self._count(transport, Admission.rejected(code, reason))
+
     def _enter(self, transport: str, delta: int) -> None:
         self._inflight[transport] += delta
         self._metrics.queue_depth.labels("ingress_" + transport).set(self._inflight[transport])

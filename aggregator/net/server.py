@@ -41,6 +41,7 @@ from .mqtt import EMBEDDED_CONNECT_S, EmbeddedBroker, MqttSettings, MqttTranspor
 from .ports import TRANSPORT_COAP, TRANSPORT_MQTT, Node
 
 DEFAULT_MQTT_PORT = 1883
+PUMP_RETRY_S = 1.0   # pause before asking a failed receipts iterator again
 log = logging.getLogger("gridledger.net")
 
 
@@ -115,8 +116,18 @@ class NodeServer:
         except BaseException:
             await self.shutdown()
             raise
-        self._pump = asyncio.get_running_loop().create_task(self.hub.pump(self.node))
+        self._pump = asyncio.get_running_loop().create_task(self._pump_receipts())
         log.info("node.ready", extra={"fields": {"node": c.node_id, **self.ports}})
+
+    async def _pump_receipts(self) -> None:
+        """Keep receipts flowing: a node whose iterator fails or ends is asked again."""
+        while True:
+            try:
+                await self.hub.pump(self.node)
+                log.warning("receipts.ended")
+            except Exception:
+                log.exception("receipts.failed")
+            await asyncio.sleep(PUMP_RETRY_S)
 
     async def _start_mqtt_broker(self) -> None:
         if self.config.mqtt_url is not None:

@@ -14,6 +14,8 @@ chunks go to a `ProcessPoolExecutor` (forkserver, so the workers do not inherit 
 event loop's threads).  One round trip to a worker then carries many checks, which is
 what makes the pool pay: a single ES256 check is ~0.1 ms, a round trip about as much.
 `InlineVerifier` checks in the caller's thread, for tests and as the baseline.
+If a worker dies, the messages of its chunk are answered `net.node` and the pool is
+replaced, so one crash does not disable verification.
 
 Limits
 ------
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.process
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +47,8 @@ from .ports import CODE_NODE
 WINDOW_MS = 2
 BATCH_MAX = 128
 WORKERS = 2
+
+log = logging.getLogger("gridledger.net")
 
 
 @dataclass(frozen=True)
@@ -131,9 +137,12 @@ class BatchingVerifier:
         self.windows = 0
         self.checked = 0
 
-    async def start(self) -> None:
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
-        self._pool = concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context)
+        return concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context)
+
+    async def start(self) -> None:
+        self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
         # Start every worker now, not on the first message.
         await asyncio.gather(
@@ -186,6 +195,10 @@ class BatchingVerifier:
                 self._pool, check_many, messages, self._key, now_s, self._revoked()
             )
         except Exception as exc:  # the pool broke (a worker died): fail these, not the node
+            if isinstance(exc, concurrent.futures.process.BrokenProcessPool) and self._pool:
+                log.error("verifier.pool_broken", extra={"fields": {"error": str(exc)}})
+                broken, self._pool = self._pool, self._new_pool()
+                broken.shutdown(wait=False)
             for _, future in chunk:
                 if not future.done():
                     future.set_result(Checked(False, code=CODE_NODE, reason=type(exc).__name__))

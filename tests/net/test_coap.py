@@ -11,6 +11,7 @@ from pathlib import Path
 import aiocoap
 import pytest
 
+from aggregator.net.ports import MESSAGE_BYTES_MAX
 from edge import crypto
 from edge.portable import cbor, receipt
 
@@ -182,3 +183,17 @@ def test_libcoap_client_posts_a_pycose_batch_and_a_tampered_copy(
     assert "4.0" in rejected, rejected
     codes = ("cose.", "cbor.", "batch.", "cert.")
     assert any(code in rejected for code in codes), rejected
+
+
+def test_blockwise_upload_is_cut_off_at_the_size_limit(pki: Pki) -> None:
+    async def scenario() -> None:
+        async with serving(make_node(pki), loopback_config()) as server, coap_client() as cl:
+            response = await coap_post(cl, server.ports["coap"], b"\xd2" * 200_000)
+            assert code_of(response) == "4.13"
+            assert response.opt.size1 == MESSAGE_BYTES_MAX
+            assert response.payload.startswith(b"net.too_large")
+            rejects = server.metrics.registry.get_sample_value(
+                "gl_net_rejects_total", {"transport": "coap", "code": "net.too_large"})
+            assert rejects == 1
+
+    run(scenario())

@@ -178,3 +178,32 @@ def test_full_coap_ingress_answers_busy_without_calling_the_node() -> None:
         assert ingress.inflight("coap") == 0
 
     run(scenario())
+
+
+def test_batching_verifier_replaces_a_pool_whose_workers_died(pki: Pki) -> None:
+    import os
+
+    message = pki.device("gw-pool-kill").message(1)
+
+    async def scenario() -> list[str]:
+        pool = BatchingVerifier(pki.public_key)
+        await pool.start()
+        codes: list[str] = []
+        try:
+            assert pool._pool is not None
+            for worker in list(pool._pool._processes.values()):
+                assert worker.pid is not None
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.join(10)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                codes.append((await pool.verify(message)).code)
+                if codes[-1] == "":
+                    break
+        finally:
+            await pool.shutdown()
+        return codes
+
+    codes = run(scenario())
+    assert codes[0] == "net.node" and codes[-1] == "", codes
+    assert set(codes[:-1]) == {"net.node"}, codes
