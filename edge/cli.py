@@ -11,7 +11,7 @@ import importlib
 from gridledger.output import SubParsers
 
 # Modules that add commands to the `edge` group through `add_commands(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ("edge.signing_cli", "edge.meters.cli")
+COMMAND_MODULES: tuple[str, ...] = ("edge.signing_cli", "edge.meters.cli", "edge.agent.cli")
 
 
 

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,12 @@ def seed() -> int:
     value = int(os.environ.get("GL_SEED", random.SystemRandom().randrange(1 << 30)))
     print(f"seed={value} (replay with GL_SEED={value})")
     return value
+
+
+@pytest.fixture
+def sims() -> Iterator[Any]:
+    from tests.agent.harness import Sims
+
+    running = Sims()
+    yield running
+    running.stop()
