@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS merkle_node (
 """
 
 VerifyFn = Callable[[bytes, bytes, bytes], bool]
+_WRONG_TYPES = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError)
 
 
 class StoreError(GridLedgerError):
@@ -134,16 +135,20 @@ class Store:
         verify_fn: VerifyFn,
     ) -> Store:
         """Open (creating if new) and verify; StoreCorruptError if it does not verify."""
+        conn = sqlite3.connect(path, isolation_level=None)
         try:
-            conn = sqlite3.connect(path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
             store = cls(conn, genesis_hash)
             store._bind(chain_id)
             store.verify(chain_id, validators, verify_fn)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, *_WRONG_TYPES) as exc:
+            conn.close()
             raise StoreCorruptError(f"{path}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -265,9 +270,14 @@ class Store:
         self, chain_id: str, validators: Mapping[str, tuple[bytes, int]], verify_fn: VerifyFn
     ) -> None:
         """Re-verify the whole stored ledger; StoreCorruptError on the first mismatch."""
-        headers = self._verify_chain(chain_id, validators, verify_fn)
-        self._verify_log(headers)
-        self._verify_state(headers)
+        try:
+            headers = self._verify_chain(chain_id, validators, verify_fn)
+            self._verify_log(headers)
+            self._verify_state(headers)
+        except _WRONG_TYPES as exc:
+            # SQLite columns are dynamically typed: a damaged record can hand back text or
+            # a number where a blob was written.
+            raise StoreCorruptError(f"stored value of the wrong type: {exc!r}") from None
 
     def _verify_chain(
         self, chain_id: str, validators: Mapping[str, tuple[bytes, int]], verify_fn: VerifyFn
