@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from aggregator import tx
 from aggregator.app import AppConfig, Application, FinalizeRequest, FinalizeResult
 from aggregator.engine import EngineLimits, MemoryBlockStore, NodeSigner, SoloEngine
+from aggregator.store import Store
 from edge import crypto
 from edge.portable import batch as batch_mod
 from edge.portable import cwt
@@ -128,23 +130,15 @@ def run_block(app: Application, txs: Sequence[bytes], time_s: int = T0) -> Final
     return result
 
 
-def open_store(path: object, world: World) -> object:
+def open_store(path: Path, world: World) -> Store:
     """A Store for `world`'s chain at `path`, verified on open."""
-    from aggregator.store import Store
-
     validators = {NODE_ID: (world.node.public_key(), 1)}
-    return Store.open(path, CHAIN_ID, GENESIS_HASH, validators, crypto.verify)  # type: ignore[arg-type]
+    return Store.open(path, CHAIN_ID, GENESIS_HASH, validators, crypto.verify)
 
 
-def stored_engine(path: object, world: World, limits: EngineLimits | None = None) -> SoloEngine:
+def stored_engine(path: Path, world: World, limits: EngineLimits | None = None) -> SoloEngine:
     """A solo engine over a SQLite store, the application loaded from it."""
     store = open_store(path, world)
-    app = Application(world.config, store.load_state(), store.nodes)  # type: ignore[attr-defined]
-    return SoloEngine(
-        app,
-        store,
-        NodeSigner(NODE_ID, world.node.sign),
-        GENESIS_HASH,
-        T0,  # type: ignore[arg-type]
-        limits,
-    )
+    app = Application(world.config, store.load_state(), store.nodes)
+    signer = NodeSigner(NODE_ID, world.node.sign)
+    return SoloEngine(app, store, signer, GENESIS_HASH, T0, limits)

@@ -102,14 +102,14 @@ def test_a_restarted_sqlite_node_continues_a_valid_chain(
     second.store.close()  # type: ignore[attr-defined]
     store = open_store(path, world)  # re-verifies the whole chain
     replica = world.app()
-    for height in range(1, store.height + 1):  # type: ignore[attr-defined]
-        block = store.block(height)  # type: ignore[attr-defined]
+    for height in range(1, store.height + 1):
+        block = store.block(height)
         header = block.header
         replica.finalize_block(
             FinalizeRequest(header.height, header.time_s, block.txs, header.proposer)
         )
         assert replica.commit() == header.state_root
-    assert replica.state == store.load_state()  # type: ignore[attr-defined]
-    rows = store._conn.execute("SELECT leaf FROM reading").fetchall()  # type: ignore[attr-defined]
+    assert replica.state == store.load_state()
+    rows = store._conn.execute("SELECT leaf FROM reading").fetchall()
     leaves = [bytes(leaf) for (leaf,) in rows]
     assert len(leaves) == len(set(leaves)), "a reading was committed twice"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 from aggregator import rules, tx
 from aggregator.block import verify_commit
@@ -27,7 +28,7 @@ LIMITS = EngineLimits(
 )
 
 
-def receipts_of(actions: list[object], world: World) -> dict[str, list[receipt.Entry]]:
+def receipts_of(actions: Sequence[object], world: World) -> dict[str, list[receipt.Entry]]:
     keys = {NODE_ID: world.node.public_key()}
     found: dict[str, list[receipt.Entry]] = {}
     for action in actions:
@@ -38,7 +39,7 @@ def receipts_of(actions: list[object], world: World) -> dict[str, list[receipt.E
     return found
 
 
-def committed(actions: list[object]) -> list[Committed]:
+def committed(actions: Sequence[object]) -> list[Committed]:
     return [a for a in actions if isinstance(a, Committed)]
 
 

@@ -58,9 +58,9 @@ def test_execution_on_garbage_blocks(txs: list[bytes], data: st.DataObject) -> N
     mutated = []
     for raw in txs:
         if raw and data.draw(st.booleans()):
-            raw = bytearray(raw)
-            raw[data.draw(st.integers(0, len(raw) - 1))] ^= 0xFF
-            raw = bytes(raw)
+            flipped = bytearray(raw)
+            flipped[data.draw(st.integers(0, len(raw) - 1))] ^= 0xFF
+            raw = bytes(flipped)
         mutated.append(raw)
     result = APP.execute(FinalizeRequest(1, T0, tuple(mutated), NODE_ID))
     assert len(result.results) == len(mutated)

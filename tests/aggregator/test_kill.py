@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_kill_9_during_a_burst(tmp_path: Path, world: World) -> None:
     path = tmp_path / "ledger.sqlite"
     command = [sys.executable, "-m", "tests.aggregator.burst_node", str(path), str(COUNT)]
-    receipted = set()
-    heights = set()
+    receipted: set[tuple[str, int]] = set()
+    heights: set[int] = set()
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as child:
         assert child.stdout is not None
         for line in child.stdout:  # blocks until the child has committed and printed
-            device_id, seq, height = line.split()
-            receipted.add((device_id, int(seq)))
-            heights.add(int(height))
+            device_id, seq_text, height_text = line.split()
+            receipted.add((device_id, int(seq_text)))
+            heights.add(int(height_text))
             if len(heights) == 4:
                 os.kill(child.pid, signal.SIGKILL)  # mid-burst: more blocks are coming
                 break

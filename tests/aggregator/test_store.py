@@ -169,7 +169,7 @@ def test_a_deleted_newest_block_is_detected(tmp_path: Path, world: World) -> Non
 
 def test_store_of_another_chain_is_refused(tmp_path: Path, world: World) -> None:
     path = tmp_path / "ledger.sqlite"
-    open_store(path, world).close()  # type: ignore[attr-defined]
+    open_store(path, world).close()
     with pytest.raises(StoreGenesisError) as info:
         Store.open(path, CHAIN_ID, b"\x09" * 32, {}, crypto.verify)
     assert info.value.code == "store.genesis"
