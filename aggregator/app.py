@@ -283,6 +283,8 @@ class FinalizeResult:
     log_nodes: tuple[Node, ...]
     changed: tuple[Device, ...]
     batch_hashes: tuple[bytes, ...] = ()
+    leaf_keys: tuple[tuple[str, int, str], ...] = ()
+    """(device id, seq, meter id) of each leaf, for the store's reading index."""
 
     @property
     def violations(self) -> int:
@@ -385,6 +387,7 @@ class _Draft:
         self.overlay = _OverlayStore(base)
         self.log = MerkleLog(self.overlay)
         self.leaves: list[bytes] = []
+        self.leaf_keys: list[tuple[str, int, str]] = []
         self.batch_hashes: list[bytes] = []
         self.batches = state.batches
         self.readings = state.readings
@@ -579,7 +582,7 @@ class Application:
         state = draft.freeze(request)
         return FinalizeResult(request, results, state, state.root(), tuple(draft.leaves),
                               tuple(draft.overlay.written), tuple(draft.devices.values()),
-                              tuple(draft.batch_hashes))
+                              tuple(draft.batch_hashes), tuple(draft.leaf_keys))
 
     def commit(self) -> bytes:
         """Make the finalized State current and append its log nodes; the app hash."""
@@ -674,6 +677,7 @@ class Application:
         first_leaf = draft.log.size + len(draft.leaves)
         for group in batch.meters:
             draft.leaves.append(leaf_bytes(batch.device_id, batch.seq, group.meter_id, body_hash))
+            draft.leaf_keys.append((batch.device_id, batch.seq, group.meter_id))
         draft.put(replace(
             device,
             last_seq=batch.seq,

@@ -20,7 +20,10 @@ Tables (blobs are deterministic CBOR unless said otherwise):
     seen_commit(height, data)        the commit of the newest block (the next block
                                      carries it); kept for every height
     device(device_id, data)          `Device.to_obj`, one row per device, upserted
-    reading(idx, height, leaf)       readings-log leaf data (`app.leaf_bytes`)
+    reading(idx, height, device_id,  readings-log leaf data (`app.leaf_bytes`), with its
+            seq, meter_id, leaf)     device, seq and meter copied out and indexed, so the
+                                     leaves of a batch are one lookup (the leaf is the
+                                     authority: a proof is checked against its hash)
     merkle_node(level, idx, hash)    the perfect subtrees of `aggregator.merkle`
 
 `Store.open` re-verifies everything before the node may serve: each block decodes, its
@@ -72,7 +75,9 @@ CREATE TABLE IF NOT EXISTS seen_commit (height INTEGER PRIMARY KEY, data BLOB NO
 CREATE TABLE IF NOT EXISTS device (device_id TEXT PRIMARY KEY, data BLOB NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reading (
-    idx INTEGER PRIMARY KEY, height INTEGER NOT NULL, leaf BLOB NOT NULL);
+    idx INTEGER PRIMARY KEY, height INTEGER NOT NULL, device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, meter_id TEXT NOT NULL, leaf BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS reading_by_device ON reading (device_id, seq);
 CREATE TABLE IF NOT EXISTS merkle_node (
     level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
     PRIMARY KEY (level, idx)) WITHOUT ROWID;
@@ -189,6 +194,14 @@ class Store:
         return cbor.decode(bytes(row[0]), max_depth=4, max_items=1 << 20,
                            max_size_bytes=block_mod.BLOCK_BYTES_MAX)
 
+    def readings_of(self, device_id: str, seq: int) -> list[tuple[int, int, str, bytes]]:
+        """(leaf index, height, meter id, leaf data) of one batch's readings."""
+        rows = self._conn.execute(
+            "SELECT idx, height, meter_id, leaf FROM reading WHERE device_id = ? AND seq = ? "
+            "ORDER BY idx", (device_id, seq),
+        )
+        return [(int(i), int(h), str(m), bytes(leaf)) for i, h, m, leaf in rows]
+
     def seen_commit(self, height: int) -> block_mod.Commit | None:
         row = self._conn.execute(
             "SELECT data FROM seen_commit WHERE height = ?", (height,)
@@ -252,10 +265,13 @@ class Store:
     def _write_state(self, result: FinalizeResult, height: int) -> None:
         state = result.state
         first = state.log_size - len(result.leaves)
-        self._conn.executemany(
-            "INSERT INTO reading VALUES (?, ?, ?)",
-            [(first + i, height, leaf) for i, leaf in enumerate(result.leaves)],
-        )
+        rows = [
+            (first + i, height, device_id, seq, meter_id, leaf)
+            for i, (leaf, (device_id, seq, meter_id)) in enumerate(
+                zip(result.leaves, result.leaf_keys, strict=True)
+            )
+        ]
+        self._conn.executemany("INSERT INTO reading VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._conn.executemany(
             "INSERT OR REPLACE INTO device VALUES (?, ?)",
             [(d.device_id, d.encoded) for d in result.changed],

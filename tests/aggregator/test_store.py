@@ -59,6 +59,9 @@ def test_blocks_persist_and_reopen(tmp_path: Path, world: World) -> None:
     assert store.height == 4 and store.last_block() is not None
     results = store.results(3)
     assert isinstance(results, list) and results[1][1] == "ok"
+    readings = store.readings_of("gw-1", 1)
+    assert [(height, meter) for _, height, meter, _ in readings] == [(1, "M1"), (1, "M2")]
+    assert store.readings_of("gw-1", 99) == []
     store.close()
 
 
