@@ -318,13 +318,11 @@ def precheck(
     or does not verify: check_tx then finds the reason itself.
     """
     try:
-        kcwt = cose.parse(message).kcwt
-        if kcwt is None:
-            return None
         verified = verify_message(message, registrar_public_key, now_s, verify_fn)
-    except RemoteProtocolError:
+    except RemoteProtocolError:  # no kcwt (cert.missing) is one of these
         return None
-    return Prechecked(_sha256(message), _sha256(kcwt), verified)
+    kcwt = verified.message.kcwt
+    return None if kcwt is None else Prechecked(_sha256(message), _sha256(kcwt), verified)
 
 
 # -- helpers ---------------------------------------------------------------------------
