@@ -47,6 +47,7 @@ Limits (defaults from the genesis block limits; see EngineLimits)
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -170,6 +171,10 @@ class BlockStore(Protocol):
 
     def seen_commit(self, height: int) -> block_mod.Commit | None: ...
 
+    def batch_height(self, device_id: str, seq: int, batch_hash: bytes) -> int | None:
+        """Height of the block that committed exactly this signed batch, if any."""
+        ...
+
 
 class MemoryBlockStore:
     """BlockStore in memory, for tests and simulations."""
@@ -195,6 +200,14 @@ class MemoryBlockStore:
 
     def seen_commit(self, height: int) -> block_mod.Commit | None:
         return self.commits.get(height)
+
+    def batch_height(self, device_id: str, seq: int, batch_hash: bytes) -> int | None:
+        for stored in self.blocks:
+            for raw in stored.txs:
+                decoded = tx_mod.decode(raw)
+                if decoded.kind == tx_mod.BATCH and _sha256(decoded.body) == batch_hash:
+                    return stored.height
+        return None
 
 
 @dataclass(frozen=True)
@@ -390,6 +403,10 @@ class SoloEngine:
         base = Submission(ACCEPTED, check.code, check.tx_hash, check.device_id, check.seq)
         if check.code == DUPLICATE:
             return self._duplicate_of_committed(base)
+        if check.code == REPLAY:
+            height = self._committed_height(raw, check.device_id, check.seq)
+            if height is not None:
+                return self._resend_of_committed(base, height)
         if not check.ok:
             receipt = self._rejected_receipt(check.device_id, check.seq, check.code)
             return replace(base, status=REJECTED, receipt=receipt)
@@ -414,6 +431,17 @@ class SoloEngine:
         """The device lost the receipt of its last batch: sign it again."""
         device = self.app.state.devices[base.device_id]
         entry = receipt_mod.committed(base.seq, device.last_height)
+        data = receipt_mod.sign(self.signer.node_id, base.device_id, [entry], self.signer.sign)
+        return Submission(ACCEPTED, DUPLICATE, base.tx_hash, base.device_id, base.seq,
+                          receipt=data)
+
+    def _committed_height(self, raw: bytes, device_id: str, seq: int) -> int | None:
+        """An older batch sent again (its receipt was lost) is not a replay: the device
+        re-sends the exact bytes it stored, so the batch hash finds the block."""
+        return self.store.batch_height(device_id, seq, _sha256(tx_mod.decode(raw).body))
+
+    def _resend_of_committed(self, base: Submission, height: int) -> Submission:
+        entry = receipt_mod.committed(base.seq, height)
         data = receipt_mod.sign(self.signer.node_id, base.device_id, [entry], self.signer.sign)
         return Submission(ACCEPTED, DUPLICATE, base.tx_hash, base.device_id, base.seq,
                           receipt=data)
@@ -489,3 +517,7 @@ class SoloEngine:
 
 
 _PER_RECEIPT = receipt_mod.MAX_ENTRIES
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

@@ -202,6 +202,14 @@ class Store:
         )
         return [(int(i), int(h), str(m), bytes(leaf)) for i, h, m, leaf in rows]
 
+    def batch_height(self, device_id: str, seq: int, batch_hash: bytes) -> int | None:
+        """Height of the block that committed exactly this signed batch, if any."""
+        for _, height, _, leaf in self.readings_of(device_id, seq):
+            decoded = cbor.decode(leaf)
+            if isinstance(decoded, list) and decoded[-1] == batch_hash:
+                return height
+        return None
+
     def seen_commit(self, height: int) -> block_mod.Commit | None:
         row = self._conn.execute(
             "SELECT data FROM seen_commit WHERE height = ?", (height,)

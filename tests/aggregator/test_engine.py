@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
 from aggregator import rules, tx
 from aggregator.block import verify_commit
@@ -16,12 +17,13 @@ from aggregator.engine import (
     Committed,
     EngineLimits,
     Receipt,
+    SoloEngine,
     Timeout,
     TxIn,
 )
 from edge import crypto
 from edge.portable import receipt
-from tests.aggregator.helpers import GENESIS_HASH, NODE_ID, T0, World
+from tests.aggregator.helpers import GENESIS_HASH, NODE_ID, T0, World, stored_engine
 
 LIMITS = EngineLimits(
     txs_max=3, bytes_max=1 << 20, timeout_s=0.5, mempool_txs_max=5, mempool_bytes_max=1 << 22
@@ -197,3 +199,32 @@ def test_a_tx_bigger_than_a_block_is_refused(world: World) -> None:
     refused = engine.submit(one, T0)
     assert (refused.status, refused.code) == (REJECTED, "tx.limit")
     assert engine.next_deadline() is None
+
+
+def _resend_after_later_commit(world: World, engine: SoloEngine) -> None:
+    first = world.batch_tx("gw-1", 1)
+    engine.submit(first, T0)
+    engine.handle_timeout(T0 + 1)
+    engine.submit(world.batch_tx("gw-1", 2), T0 + 2)
+    engine.handle_timeout(T0 + 3)
+    # The receipt of seq 1 was lost and the device sends the same bytes again after
+    # seq 2 committed: it gets the commit receipt of height 1, not "rejected: replay".
+    again = engine.submit(first, T0 + 4)
+    assert (again.status, again.code) == (ACCEPTED, rules.DUPLICATE)
+    assert receipts_of([Receipt("gw-1", again.receipt or b"")], world) == {
+        "gw-1": [receipt.committed(1, 1)]
+    }
+    # Other bytes under an old seq are a replay.
+    other = engine.submit(world.batch_tx("gw-1", 1, energy=7), T0 + 4)
+    assert (other.status, other.code) == (REJECTED, rules.REPLAY)
+    assert engine.status()["height"] == 2
+
+
+def test_older_batch_sent_again_gets_its_commit_receipt(world: World) -> None:
+    _resend_after_later_commit(world, world.engine(limits=LIMITS))
+
+
+def test_older_batch_sent_again_gets_its_commit_receipt_from_sqlite(
+    world: World, tmp_path: Path
+) -> None:
+    _resend_after_later_commit(world, stored_engine(tmp_path / "node.sqlite", world, LIMITS))
