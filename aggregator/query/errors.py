@@ -36,7 +36,8 @@ Codes are stable: logs, counters, HTTP problem bodies and CLI exit messages use 
         │   ├── DocumentRecordError      document.record        record malformed or badly signed
         │   └── DocumentMismatchError    document.mismatch      file is not the recorded one
         ├── TableError                   table.invalid          row does not fit its columns
-        └── SignJsonError                signjson.invalid       structure, alg or signature
+        └── SignJsonError                signjson.invalid       raised with a finer code:
+                                         signjson.structure, signjson.alg, signjson.signature
 """
 
 from __future__ import annotations
