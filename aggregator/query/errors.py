@@ -173,6 +173,7 @@ _HTTP_STATUS: tuple[tuple[type[GridLedgerError], int], ...] = (
     (DocumentLimitError, 413),
     (UnknownAccountError, 404),
     (AccountExistsError, 409),
+    (AccountError, 400),
     (CredentialsError, 401),
     (TokenError, 401),
     (RateLimitedError, 429),
