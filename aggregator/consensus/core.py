@@ -392,6 +392,10 @@ class Core:
         return [v for v in self._h.votes_for(self.valid_round, PREVOTE, value_id(self.valid_value))
                 if v.node_id != self.node_id]
 
+    def proposals_of(self, round_: int) -> list[Proposal]:
+        """The proposals held for a round of the current height (inspection, tests)."""
+        return list(self._h.proposals.get(round_, {}).values())
+
     # -- StartRound, lines 11-21 -------------------------------------------------------
 
     def _start_round(self, round_: int) -> None:

@@ -18,8 +18,10 @@ Fault model, active from the start until `heal_ms` (then the network is synchron
     WAL append of a vote and its broadcast); a restart rebuilds the core from the WAL
     and the replica's decided values.  All crashed replicas restart at heal;
   - up to f Byzantine replicas (a real core whose outgoing messages are rewritten):
-    equivocating proposals, invalid proposals, double votes, withheld votes, and
-    messages forged in another validator's name.
+    equivocating proposals, invalid proposals, double votes, withheld votes, messages
+    forged in another validator's name, and votes that agree with whatever proposal each
+    honest peer holds (the adversary reads the honest replicas' state, as the BFT model
+    allows, to show different nodes polkas for different values).
 
 Checks after every step (a failure raises InvariantViolation naming the seed):
   - agreement: no two honest replicas decide different values at a height;
@@ -478,15 +480,29 @@ class Simulation:
     # -- Byzantine replicas ------------------------------------------------------------
 
     def _byzantine_broadcast(self, replica: Replica, message: Message) -> None:
-        peers = [r.node_id for r in self.replicas if r is not replica]
+        peers = [r for r in self.replicas if r is not replica]
         if isinstance(message, Proposal):
             variants = self._bad_proposals(replica, message)
         else:
             variants = self._bad_votes(replica, message)
         for peer in peers:
             chosen = self.rng.choice(variants) if variants else None
+            if isinstance(chosen, Vote) and self.rng.random() < 0.5:
+                chosen = self._agreeing_vote(replica, chosen, peer)
             if chosen is not None:
-                self._send(replica.node_id, peer, encode_message(chosen))
+                self._send(replica.node_id, peer.node_id, encode_message(chosen))
+
+    def _agreeing_vote(self, replica: Replica, vote: Vote, peer: Replica) -> Vote:
+        """An omniscient adversary: vote for whatever value this peer holds as proposed,
+        so that different honest nodes see polkas for different values."""
+        if peer.core is None or peer.core.height != vote.height:
+            return vote
+        proposals = peer.core.proposals_of(vote.round)
+        if not proposals:
+            return vote
+        vid = self.rng.choice(proposals).value_id
+        return sign_vote(CHAIN_ID, vote.type, vote.height, vote.round, vid, replica.node_id,
+                         replica.key.sign)
 
     def _bad_proposals(self, replica: Replica, p: Proposal) -> list[Message | None]:
         mode = self.rng.choice(["honest", "equivocate", "invalid"])
