@@ -151,8 +151,10 @@ def _parse_hash(stored: str) -> tuple[ScryptParams, bytes, bytes]:
 def password_matches(password: str, stored: str) -> bool:
     """Constant-time check of `password` against a stored hash."""
     params, salt, expected = _parse_hash(stored)
-    candidate = _scrypt(password.encode()[:PASSWORD_MAX_BYTES], salt, params)
-    return hmac.compare_digest(candidate, expected)
+    raw = password.encode()
+    if len(raw) > PASSWORD_MAX_BYTES:  # never stored, so never right; length is no secret
+        return False
+    return hmac.compare_digest(_scrypt(raw, salt, params), expected)
 
 
 def check_password_policy(password: str) -> None:
