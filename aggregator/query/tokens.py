@@ -23,7 +23,9 @@ on all nodes of the same chain.
 
 Checks, in this order, each with its own error code (aggregator/query/errors.py):
 size, shape, header alg exactly "ES256" (which refuses "none" and the HS256-with-the-
-public-key confusion before any key is touched), kid is a known issuer, signature (PyJWT,
+public-key confusion before any key is touched), typ, no header parameter but alg, typ
+and kid (an embedded jwk, jku or x5u is never trusted; RFC 8725 §3.5), kid is a known
+issuer, signature (PyJWT,
 algorithms pinned to ES256), iss equals kid, aud, nbf and exp against the injected clock
 with `LEEWAY_S`, then the role and claim types.  PyJWT never reads the clock here: its own
 time, audience and issuer checks are switched off and done below against `now_s`.
@@ -71,6 +73,7 @@ LIFETIME_S_MAX = 3600
 LEEWAY_S = 30
 TOKEN_BYTES_MAX = 8192
 JTI_BYTES = 16
+HEADER_PARAMETERS = frozenset({"alg", "typ", "kid"})
 
 RandomBytes = Callable[[int], bytes]
 
@@ -167,6 +170,9 @@ def _header(token: str) -> dict[str, Any]:
         raise TokenAlgorithmError(f"algorithm {header.get('alg')!r} refused; only ES256")
     if header.get("typ") != TOKEN_TYPE:
         raise TokenMalformedError(f"typ must be {TOKEN_TYPE!r}")
+    extra = set(header) - HEADER_PARAMETERS
+    if extra:  # jwk, jku, x5u, crit ...: we never send them, and must not trust them
+        raise TokenMalformedError(f"unexpected header parameters {sorted(extra)}")
     return header
 
 

@@ -65,6 +65,14 @@ def test_wrong_password_and_unknown_user_give_the_same_error(store: AccountStore
     assert wrong.value.code == unknown.value.code == "auth.credentials"
 
 
+def test_password_over_the_limit_never_matches(store: AccountStore) -> None:
+    longest = "p" * accounts.PASSWORD_MAX_BYTES
+    store.add("max", "operator", longest, NOW_S)
+    assert store.authenticate("max", longest).username == "max"
+    with pytest.raises(CredentialsError):
+        store.authenticate("max", longest + "x")
+
+
 @pytest.mark.parametrize("password", ["", "short", "           ", "twelve chars\nmore",
                                       "x" * 1025])
 def test_weak_passwords_refused(store: AccountStore, password: str) -> None:

@@ -210,6 +210,26 @@ def test_wrong_type_header_refused(key: SigningKey, verifier: TokenVerifier) -> 
         verifier.verify(es256(key, good_claims(), typ="JWT"), NOW_S)
 
 
+def test_embedded_key_and_unknown_header_parameters_refused(
+        key: SigningKey, verifier: TokenVerifier, rng: random.Random) -> None:
+    attacker = SigningKey.from_bytes(rng.randbytes(31).rjust(32, b"\5"))
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(
+        jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256).prepare_key(
+            attacker.to_pem()).public_key()))
+    for extra in ({"jwk": jwk}, {"jku": "https://attacker.example/keys"},
+                  {"x5u": "https://attacker.example/cert"}, {"crit": ["exp"]}):
+        with pytest.raises(TokenMalformedError):
+            verifier.verify(es256(attacker, good_claims(), **extra), NOW_S)
+        with pytest.raises(TokenMalformedError):
+            verifier.verify(es256(key, good_claims(), **extra), NOW_S)
+
+
+def test_kid_is_only_a_lookup_name(key: SigningKey, verifier: TokenVerifier) -> None:
+    for kid in ("../../../dev/null", "node-1' OR '1'='1", "", "node-1\x00"):
+        with pytest.raises(TokenIssuerError):
+            verifier.verify(es256(key, good_claims(iss=kid), kid=kid), NOW_S)
+
+
 def test_oversized_token_refused_before_parsing(verifier: TokenVerifier) -> None:
     with pytest.raises(TokenTooLargeError):
         verifier.verify("a" * (tokens.TOKEN_BYTES_MAX + 1), NOW_S)
