@@ -9,9 +9,11 @@ most `keys_max` entries: when full, the bucket touched longest ago is dropped, w
 the one most likely to have refilled anyway.  Memory is thus bounded whatever the number
 of addresses an attacker uses; what such an attacker still meets is the global bucket.
 
-`TokenRequestLimiter` checks, in order, the global bucket, the client's address and the
-username asked for.  All three must have a token; a refusal by a later bucket does not
-return the tokens taken by earlier ones (a refused request still cost something).
+`TokenRequestLimiter` checks the client's address, the username asked for and the
+global bucket, and takes a token from all three only if all three have one.  A refused
+request therefore costs no bucket anything: one client hammering the endpoint empties
+its own address bucket and then nothing else, so it cannot drain the global bucket and
+lock everyone out.
 
 Limits (with reasons)
 ---------------------
@@ -65,13 +67,19 @@ class Bucket:
                            self._tokens + elapsed_s * self._limit.rate_per_s)
         self._updated_s = max(self._updated_s, now_s)
 
-    def take(self, now_s: float) -> float:
-        """Take one token: 0.0 if granted, else the seconds until one is available."""
+    def wait_s(self, now_s: float) -> float:
+        """Seconds until a token is available; 0.0 if one is now.  Takes nothing."""
         self._refill(now_s)
         if self._tokens >= 1.0:
-            self._tokens -= 1.0
             return 0.0
         return (1.0 - self._tokens) / self._limit.rate_per_s
+
+    def take(self, now_s: float) -> float:
+        """Take one token: 0.0 if granted, else the seconds until one is available."""
+        wait_s = self.wait_s(now_s)
+        if wait_s == 0.0:
+            self._tokens -= 1.0
+        return wait_s
 
 
 class KeyedLimiter:
@@ -87,7 +95,8 @@ class KeyedLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: str, now_s: float) -> float:
+    def bucket(self, key: str, now_s: float) -> Bucket:
+        """The bucket of `key`, made full if new, marked as most recently used."""
         key = key[:KEY_CHARS_MAX]
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -97,7 +106,10 @@ class KeyedLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        return bucket.take(now_s)
+        return bucket
+
+    def take(self, key: str, now_s: float) -> float:
+        return self.bucket(key, now_s).take(now_s)
 
 
 class TokenRequestLimiter:
@@ -111,10 +123,13 @@ class TokenRequestLimiter:
 
     def check(self, address: str, username: str, now_s: float) -> None:
         """Return if the request may go on; RateLimitedError (with retry_after_s) if not."""
-        for name, limiter, key in (("node", self._global, ""),
-                                   ("address", self._addresses, address),
-                                   ("username", self._usernames, username)):
-            wait_s = limiter.take(key, now_s)
-            if wait_s > 0:
-                raise RateLimitedError(f"too many token requests for this {name}; "
-                                       f"retry in {math.ceil(wait_s)} s", wait_s)
+        buckets = (("address", self._addresses.bucket(address, now_s)),
+                   ("username", self._usernames.bucket(username, now_s)),
+                   ("node", self._global.bucket("", now_s)))
+        waits = [(bucket.wait_s(now_s), name) for name, bucket in buckets]
+        wait_s, name = max(waits)
+        if wait_s > 0:
+            raise RateLimitedError(f"too many token requests for this {name}; "
+                                   f"retry in {math.ceil(wait_s)} s", wait_s)
+        for _, bucket in buckets:
+            bucket.take(now_s)

@@ -92,6 +92,31 @@ def test_global_limit() -> None:
     limiter.check("203.0.113.200", "u200", NOW_S + 1 / ratelimit.GLOBAL.rate_per_s)
 
 
+def test_refused_requests_cost_no_bucket_anything() -> None:
+    limiter = TokenRequestLimiter()
+    for i in range(ratelimit.PER_ADDRESS.burst):
+        limiter.check("192.0.2.66", f"spray{i}", NOW_S)
+    for i in range(1000):  # one client hammering: refused, and the node bucket keeps its tokens
+        with pytest.raises(RateLimitedError):
+            limiter.check("192.0.2.66", f"spray{i}", NOW_S)
+    for i in range(ratelimit.GLOBAL.burst - ratelimit.PER_ADDRESS.burst):
+        limiter.check(f"198.51.100.{i}", f"user{i}", NOW_S)
+    with pytest.raises(RateLimitedError):
+        limiter.check("198.51.100.200", "late", NOW_S)
+
+
+def test_the_longest_wait_is_reported() -> None:
+    limiter = TokenRequestLimiter()
+    for i in range(ratelimit.PER_USERNAME.burst):
+        limiter.check(f"203.0.113.{i}", "bob", NOW_S)
+    for i in range(ratelimit.PER_ADDRESS.burst):
+        limiter.check("203.0.113.50", f"other{i}", NOW_S)
+    with pytest.raises(RateLimitedError) as caught:
+        limiter.check("203.0.113.50", "bob", NOW_S)
+    assert caught.value.retry_after_s == pytest.approx(12.0)
+    assert "username" in str(caught.value)
+
+
 @pytest.mark.parametrize(("burst", "rate"), [(0, 1.0), (1, 0.0), (1, -1.0)])
 def test_invalid_limits(burst: int, rate: float) -> None:
     with pytest.raises(QuerySetupError):
