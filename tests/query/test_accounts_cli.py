@@ -61,3 +61,37 @@ def test_list_without_database_is_a_clear_error(tmp_path: Path,
     status, _, err = run(capsys, monkeypatch, "accounts", "list", "--data-dir",
                          tmp_path / "missing")
     assert status == 2 and "query.setup" in err
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_asks_twice_without_echo(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([PASSWORD, PASSWORD + "typo"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr("sys.stdin", FakeTerminal())
+    status = main(["accounts", "add", "--data-dir", str(tmp_path), "--username", "op",
+                   "--role", "operator"])
+    out, err = capsys.readouterr()
+    assert status == 2 and "differ" in err and PASSWORD not in out + err
+
+    answers = iter([PASSWORD, PASSWORD])
+    status = main(["accounts", "add", "--data-dir", str(tmp_path), "--username", "op",
+                   "--role", "operator"])
+    out, err = capsys.readouterr()
+    assert status == 0 and PASSWORD not in out + err
+
+
+def test_duplicate_add_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ("accounts", "add", "--data-dir", tmp_path, "--username", "sup", "--role",
+            "supplier", "--device", "gw-1")
+    assert run(capsys, monkeypatch, *argv, stdin=PASSWORD)[0] == 0
+    status, out, err = run(capsys, monkeypatch, *argv, stdin=PASSWORD)
+    assert status == 2 and "account.exists" in err and PASSWORD not in out + err
+    status, _, err = run(capsys, monkeypatch, "accounts", "add", "--data-dir", tmp_path,
+                         "--username", "res", "--role", "resident", stdin=PASSWORD)
+    assert status == 2 and "--meter" in err
