@@ -112,6 +112,12 @@ class FileWal:
     def close(self) -> None:
         self._file.close()
 
+    def __enter__(self) -> FileWal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _rewrite(self, records: list[tuple[int, bytes]]) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as handle:
