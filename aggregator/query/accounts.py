@@ -281,7 +281,10 @@ class AccountStore:
         stored = row[0] if row is not None else self._dummy_hash
         if not password_matches(password, stored) or row is None:
             raise CredentialsError("unknown username or wrong password")
-        return self.get(username).principal()
+        try:
+            return self.get(username).principal()
+        except UnknownAccountError:  # removed meanwhile
+            raise CredentialsError("unknown username or wrong password") from None
 
 
 def _account(row: tuple[str, str, str, str, int]) -> Account:

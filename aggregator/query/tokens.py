@@ -97,7 +97,7 @@ class TokenIssuer:
                  lifetime_s: int = LIFETIME_S, random_bytes: RandomBytes = os.urandom) -> None:
         if not 0 < lifetime_s <= LIFETIME_S_MAX:
             raise QuerySetupError(f"token lifetime must be 1..{LIFETIME_S_MAX} s")
-        self._pem = key.to_pem()
+        self._key = serialization.load_pem_private_key(key.to_pem(), password=None)
         self.node_id = node_id
         self.chain_id = chain_id
         self.lifetime_s = lifetime_s
@@ -114,7 +114,7 @@ class TokenIssuer:
             claims["meters"] = sorted(principal.meters)
         if principal.role == "supplier":
             claims["devices"] = sorted(principal.devices)
-        token = jwt.encode(claims, self._pem, algorithm=ALGORITHM,
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM,  # type: ignore[arg-type]
                            headers={"typ": TOKEN_TYPE, "kid": self.node_id})
         if len(token) > TOKEN_BYTES_MAX:
             raise QuerySetupError(f"token over {TOKEN_BYTES_MAX} bytes: too many claims")
