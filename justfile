@@ -36,3 +36,11 @@ bench-merkle *ARGS:
 # requests/s, readings/s and CPU per reading polling 1, 32 and 256 simulated Modbus TCP meters
 bench-meters *ARGS:
     python bench/bench_meters.py {{ARGS}}
+
+# seeded consensus simulation of a cluster: `just sim 1-50 --nodes 7 --byzantine 2`
+sim SEEDS *ARGS:
+    python -m aggregator.consensus.sim --seeds {{SEEDS}} {{ARGS}}
+
+# long consensus soak: many seeds, a long faulty phase before the network heals
+sim-soak SEEDS="1-2000" *ARGS:
+    python -m aggregator.consensus.sim --seeds {{SEEDS}} --heal-ms 60000 {{ARGS}}

@@ -67,7 +67,9 @@ from .core import (
     Config,
     Core,
     Decide,
+    Dropped,
     Event,
+    Evidence,
     Persist,
     ProposalReceived,
     ScheduleTimeout,
@@ -187,6 +189,10 @@ class Result:
     time_ms: int
     heights: int
     crashes: int
+    partitions: int
+    evidence: int
+    dropped: int
+    round_max: int
     digest: str
     liveness: str
 
@@ -213,6 +219,10 @@ class Simulation:
         self.groups: list[set[str]] | None = None
         self.heal_height = 0
         self.crashes = 0
+        self.partitions = 0
+        self.evidence = 0
+        self.dropped = 0
+        self.round_max = 0
 
     def _replica(self, index: int) -> Replica:
         secret = hashlib.sha256(f"gl-sim/{self.cfg.seed}/{index}".encode()).digest()
@@ -323,11 +333,16 @@ class Simulation:
             self._push(at_ms, ("value", replica.node_id, replica.incarnation, event_v))
         elif isinstance(action, Decide):
             self._decide(replica, action)
+        elif isinstance(action, Evidence):
+            self.evidence += 1
+        elif isinstance(action, Dropped):
+            self.dropped += 1
 
     def _decide(self, replica: Replica, decide: Decide) -> None:
         if not replica.byzantine:
             self._check_decision(replica, decide)
         replica.decided.append((decide.value, decide.certificate.encode()))
+        self.round_max = max(self.round_max, decide.round)
         replica.wal.prune_below(decide.height + 1)  # the block is durable first
         self._log(f"{replica.node_id} decided {decide.height} in round {decide.round}")
 
@@ -409,11 +424,12 @@ class Simulation:
     def _partition(self) -> None:
         if not self._faulty_phase():
             return
-        if self.groups is None and self.rng.random() < 0.5:
+        if self.groups is None and self.cfg.nodes > 1 and self.rng.random() < 0.5:
             ids = [r.node_id for r in self.replicas]
             self.rng.shuffle(ids)
             cut = self.rng.randint(1, len(ids) - 1)
             self.groups = [set(ids[:cut]), set(ids[cut:])]
+            self.partitions += 1
             self._log(f"partition {sorted(ids[:cut])} | {sorted(ids[cut:])}")
         elif self.groups is not None:
             self.groups = None
@@ -538,8 +554,9 @@ class Simulation:
     def _result(self, steps: int) -> Result:
         heights = min(len(r.decided) for r in self.replicas if not r.byzantine)
         liveness = "checked" if self._liveness_done() else "not reached in the step budget"
-        return Result(self.cfg.seed, steps, self.now_ms, heights, self.crashes,
-                      self.digest.hexdigest()[:16], liveness)
+        return Result(self.cfg.seed, steps, self.now_ms, heights, self.crashes, self.partitions,
+                      self.evidence, self.dropped, self.round_max, self.digest.hexdigest()[:16],
+                      liveness)
 
 
 # -- command line ----------------------------------------------------------------------
@@ -589,7 +606,9 @@ def _run_one(config: SimConfig, verbose: bool) -> int:
               f"--heal-ms {config.heal_ms} --verbose", file=sys.stderr)
         return 1
     print(f"seed {r.seed}: {r.heights} heights, {r.steps} steps, {r.time_ms} ms simulated, "
-          f"{r.crashes} crashes, liveness {r.liveness}, trace {r.digest}")
+          f"{r.crashes} crashes, {r.partitions} partitions, {r.evidence} evidence, "
+          f"{r.dropped} dropped, max round {r.round_max}, liveness {r.liveness}, "
+          f"trace {r.digest}")
     return 0
 
 
