@@ -21,6 +21,8 @@ either no file or the whole file, never a truncated one under a valid name.
 
 `verification_expired(record, now_s)` is the pure rule the ledger applies: a reading of
 a meter is flagged when the verification certificate it relies on is past valid_until.
+`verification_lapsed(records, meter, now_s)` applies it to all records of a meter, so a
+renewed certificate supersedes the expired one.
 The SHA-256 digest replaces the MD5 of the platform paper, which is no longer collision
 resistant.
 
@@ -38,7 +40,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,6 +221,19 @@ def check_document(data: bytes, record: DocumentRecord) -> None:
     """Raise DocumentMismatchError unless `data` is the file the record names."""
     if hashlib.sha256(data).digest() != record.digest:
         raise DocumentMismatchError("file does not match the digest on chain")
+
+
+def verification_lapsed(records: Iterable[DocumentRecord], meter: str, now_s: int) -> bool:
+    """Should a reading of `meter` at `now_s` be flagged for lack of a valid verification?
+
+    True when the meter has verification records and none is in force at `now_s`: a
+    renewed certificate supersedes an expired one.  A meter with no verification record
+    at all is not flagged here; the chain cannot tell "never verified" from "not yet
+    uploaded", and flagging every meter of a new deployment would say nothing.
+    """
+    mine = [r for r in records if r.kind == "verification" and r.meter == meter]
+    return bool(mine) and not any(r.valid_from_s <= now_s and not verification_expired(r, now_s)
+                                  for r in mine)
 
 
 def verification_expired(record: DocumentRecord, now_s: int) -> bool:

@@ -151,3 +151,19 @@ def test_verification_expired_rule() -> None:
     assert docs.verification_expired(record, NOW_S + YEAR_S)
     calibration = dataclasses.replace(record, kind="calibration")
     assert not docs.verification_expired(calibration, NOW_S + 10 * YEAR_S)
+
+
+def test_verification_lapsed_over_all_records_of_a_meter() -> None:
+    old = DocumentRecord(bytes(32), "verification", "M1", NOW_S, NOW_S + YEAR_S)
+    renewed = dataclasses.replace(old, digest=b"\1" * 32, valid_from_s=NOW_S + YEAR_S - 10,
+                                  valid_until_s=NOW_S + 9 * YEAR_S)
+    calibration = dataclasses.replace(old, kind="calibration", valid_until_s=NOW_S + 99 * YEAR_S)
+    other_meter = dataclasses.replace(renewed, meter="M2")
+    assert not docs.verification_lapsed([old], "M1", NOW_S)
+    assert docs.verification_lapsed([old], "M1", NOW_S + YEAR_S)
+    assert docs.verification_lapsed([old, calibration, other_meter], "M1", NOW_S + YEAR_S)
+    assert not docs.verification_lapsed([old, renewed], "M1", NOW_S + YEAR_S)
+    assert docs.verification_lapsed([old, renewed], "M1", NOW_S + 9 * YEAR_S)
+    assert docs.verification_lapsed([renewed], "M1", NOW_S)  # not in force yet
+    assert not docs.verification_lapsed([], "M1", NOW_S)
+    assert not docs.verification_lapsed([calibration], "M1", NOW_S + 50 * YEAR_S)
