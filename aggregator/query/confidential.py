@@ -218,7 +218,10 @@ def unseal(ring: KeyRing, sealed: Sealed) -> CustomerFields:
         plain = AESGCM(ring.key(sealed.key_id)).decrypt(sealed.nonce, sealed.ciphertext, aad)
     except InvalidTag:
         raise DecryptError(f"record {sealed.record_id!r}: authentication failed") from None
-    item = cbor.decode(plain, max_depth=1, max_items=3)
+    try:
+        item = cbor.decode(plain, max_depth=1, max_items=3)
+    except DecodeError:
+        item = None
     if not isinstance(item, dict) or set(item) != {"name", "address", "contract"}:
         raise DecryptError("decrypted fields are not a customer record")
     return CustomerFields(str(item["name"]), str(item["address"]), str(item["contract"]))

@@ -88,8 +88,8 @@ class DocumentStore:
             raise DocumentLimitError(f"document over {self.max_bytes} bytes")
         digest_hex = hashlib.sha256(data).hexdigest()
         target = self.path(digest_hex)
-        if target.exists():
-            return digest_hex
+        if self._intact(target, digest_hex):
+            return digest_hex  # a damaged copy is replaced by the upload below
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
@@ -103,6 +103,13 @@ class DocumentStore:
             raise
         _fsync_dir(target.parent)
         return digest_hex
+
+    @staticmethod
+    def _intact(path: Path, digest_hex: str) -> bool:
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() == digest_hex
+        except FileNotFoundError:
+            return False
 
     def get(self, digest_hex: str) -> bytes:
         """The document's bytes, after checking they still hash to its name."""

@@ -63,6 +63,8 @@ def test_flipped_byte_detected_on_read(store: DocumentStore, pdf: bytes,
     path.write_bytes(pdf[:-1])  # truncated
     with pytest.raises(DocumentIntegrityError):
         store.get(digest_hex)
+    assert store.put(pdf) == digest_hex  # uploading it again repairs the copy
+    assert store.get(digest_hex) == pdf
 
 
 def test_size_limit_and_bad_names(store: DocumentStore) -> None:
