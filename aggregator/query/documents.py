@@ -16,8 +16,9 @@ deterministic CBOR map
 Anyone holding the file, the record and the signer's public key can check the file
 (`check_document`); the store re-checks every file on read, so a corrupted disk shows up
 as DocumentIntegrityError instead of serving wrong bytes.  Writes are atomic (temporary
-file in the same directory, fsync, rename, fsync of the directory), so a crash leaves
-either no file or the whole file, never a truncated one under a valid name.
+file in the store, fsync, rename, fsync of the directory), so a crash leaves either no
+file or the whole file, never a truncated one under a valid name.  `put_stream` takes an
+upload in chunks, hashing while writing, so a 16 MiB upload is never held in memory.
 
 `verification_expired(record, now_s)` is the pure rule the ledger applies: a reading of
 a meter is flagged when the verification certificate it relies on is past valid_until.
@@ -84,30 +85,49 @@ class DocumentStore:
 
     def put(self, data: bytes) -> str:
         """Store `data`; return its digest (hex).  Storing the same bytes twice is a no-op."""
-        if len(data) > self.max_bytes:
-            raise DocumentLimitError(f"document over {self.max_bytes} bytes")
-        digest_hex = hashlib.sha256(data).hexdigest()
-        target = self.path(digest_hex)
-        if self._intact(target, digest_hex):
-            return digest_hex  # a damaged copy is replaced by the upload below
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        return self.put_stream([data])
+
+    def put_stream(self, chunks: Iterable[bytes]) -> str:
+        """Store an upload read in chunks, never holding it whole; return its digest (hex).
+
+        The bytes go to a temporary file in the store while being hashed; past
+        `max_bytes` the upload is abandoned (DocumentLimitError) and the file removed.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
+            digest_hex = self._write(fd, chunks)
+            target = self.path(digest_hex)
+            if self._intact(target, digest_hex):
+                tmp.unlink()
+                return digest_hex
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)  # same file system: atomic
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
         return digest_hex
 
+    def _write(self, fd: int, chunks: Iterable[bytes]) -> str:
+        hasher, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise DocumentLimitError(f"document over {self.max_bytes} bytes")
+                hasher.update(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return hasher.hexdigest()
+
     @staticmethod
     def _intact(path: Path, digest_hex: str) -> bool:
         try:
-            return hashlib.sha256(path.read_bytes()).hexdigest() == digest_hex
+            with path.open("rb") as handle:
+                return hashlib.file_digest(handle, "sha256").hexdigest() == digest_hex
         except FileNotFoundError:
             return False
 

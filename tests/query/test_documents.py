@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,26 @@ def test_size_limit_and_bad_names(store: DocumentStore) -> None:
             store.get(name)
     with pytest.raises(DocumentNotFoundError):
         store.get("0" * 64)
+
+
+def test_put_stream_in_chunks(store: DocumentStore, pdf: bytes) -> None:
+    chunks = [pdf[i:i + 100] for i in range(0, len(pdf), 100)]
+    digest_hex = store.put_stream(iter(chunks))
+    assert digest_hex == hashlib.sha256(pdf).hexdigest() and store.get(digest_hex) == pdf
+    assert store.put_stream(iter(chunks)) == digest_hex
+    with pytest.raises(DocumentLimitError):
+        store.put_stream(iter([bytes(4000), bytes(97)]))
+    assert not list(store.root.rglob(".tmp-*"))
+
+
+def test_failed_upload_leaves_nothing(store: DocumentStore) -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"first part"
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        store.put_stream(broken())
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
 
 
 def test_default_limit_is_16_mib(tmp_path: Path) -> None:
