@@ -92,8 +92,7 @@ class MqttUplink:
                 await self._pump(client, receiver)
             finally:
                 receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await receiver
+                await asyncio.wait([receiver])  # our own cancellation still propagates
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -120,7 +119,8 @@ class MqttUplink:
         self._wake.clear()
         timeout_s = min(1.0, max(0.0, deadline_s - time.monotonic()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # no helper task, unlike wait_for
+                await self._wake.wait()
 
 
 async def _sleep_until(deadline_s: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
@@ -95,7 +96,8 @@ class Agent:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def cycle(self) -> int | None:
         """Read every meter, queue one signed batch, wake the uplinks; the seq or None."""
@@ -176,11 +178,20 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _dump_tasks(log: logging.Logger) -> None:
+    """SIGUSR1: log where every task is waiting (for a service that will not stop)."""
+    for task in asyncio.all_tasks():
+        stream = io.StringIO()
+        task.print_stack(file=stream)
+        event(log, "task_stack", logging.WARNING, task=task.get_name(), stack=stream.getvalue())
+
+
 async def serve(config: AgentConfig, log: logging.Logger) -> int:
     agent = Agent(config, log)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.request_stop)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks, log)
     await agent.start()
     try:
         await agent.run()

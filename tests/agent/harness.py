@@ -67,6 +67,10 @@ class Process:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # the agent logs its tasks' stacks
+            time.sleep(0.5)
+            raise
         finally:
             self.kill()
 
