@@ -584,12 +584,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--byzantine", type=int, default=1)
     parser.add_argument("--steps", type=int, default=SimConfig.steps)
     parser.add_argument("--heal-ms", type=int, default=SimConfig.heal_ms)
+    parser.add_argument("--drop", type=float, default=SimConfig.drop_p,
+                        help="loss probability before the heal")
+    parser.add_argument("--slow", type=float, default=SimConfig.slow_p,
+                        help="probability of a delivery up to 1.5 s late before the heal")
     parser.add_argument("--verbose", action="store_true", help="print every decision and fault")
     args = parser.parse_args(argv)
     failed = 0
     started = time.perf_counter()
     for seed in parse_seeds(args.seeds):
-        config = SimConfig(seed, args.nodes, args.byzantine, args.steps, heal_ms=args.heal_ms)
+        config = SimConfig(seed, args.nodes, args.byzantine, args.steps, heal_ms=args.heal_ms,
+                           drop_p=args.drop, slow_p=args.slow)
         failed += _run_one(config, args.verbose)
     elapsed_s = time.perf_counter() - started
     print(f"{len(parse_seeds(args.seeds))} seeds, {failed} failed, {elapsed_s:.1f} s")
@@ -603,7 +608,8 @@ def _run_one(config: SimConfig, verbose: bool) -> int:
         print(f"FAIL seed {config.seed}: {exc}", file=sys.stderr)
         print(f"  replay: python -m aggregator.consensus.sim --seeds {config.seed} "
               f"--nodes {config.nodes} --byzantine {config.byzantine} --steps {config.steps} "
-              f"--heal-ms {config.heal_ms} --verbose", file=sys.stderr)
+              f"--heal-ms {config.heal_ms} --drop {config.drop_p} --slow {config.slow_p} "
+              f"--verbose", file=sys.stderr)
         return 1
     print(f"seed {r.seed}: {r.heights} heights, {r.steps} steps, {r.time_ms} ms simulated, "
           f"{r.crashes} crashes, {r.partitions} partitions, {r.evidence} evidence, "
