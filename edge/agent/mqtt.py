@@ -74,7 +74,9 @@ class MqttUplink:
             await _sleep_until(self.sender.link.ready_at_s)
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:  # MqttError, or a bug: delivery must go on either way
+                if not isinstance(exc, aiomqtt.MqttError):
+                    self.log.exception("uplink_fault", extra={"fields": {"uplink": "mqtt"}})
                 retry_at_s = self.sender.link_down(time.monotonic())
                 event(self.log, "mqtt_down", logging.WARNING, error=str(exc),
                       retry_in_s=round(retry_at_s - time.monotonic(), 2))
