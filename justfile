@@ -44,3 +44,7 @@ sim SEEDS *ARGS:
 # long consensus soak: many seeds, a long faulty phase before the network heals
 sim-soak SEEDS="1-2000" *ARGS:
     python -m aggregator.consensus.sim --seeds {{SEEDS}} --heal-ms 60000 {{ARGS}}
+
+# batches/s and readings/s one Pi agent signs and queues; MicroPython sign time and heap
+bench-edge *ARGS:
+    python bench/bench_edge.py {{ARGS}}
