@@ -98,6 +98,7 @@ from .wal import MemoryWal
 __all__ = ["FakeTxApp", "InvariantViolation", "SimApp", "SimConfig", "Simulation", "main"]
 
 CHAIN_ID = "gl-sim"
+POWER_DRAW_MAX = 4
 SYNC_HEIGHTS_MAX = 8  # decided values per sync answer: bounds one answer's size
 
 
@@ -158,6 +159,7 @@ class SimConfig:
     partition_every_ms: int = 3000
     gossip_ms: int = 300
     build_ms_max: int = 30
+    weighted: bool = False
     timeouts: Timeouts = field(default_factory=lambda: Timeouts(
         propose_ms=300, propose_delta_ms=100, prevote_ms=200, prevote_delta_ms=100,
         precommit_ms=200, precommit_delta_ms=100, cap_ms=5000))
@@ -206,8 +208,9 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.trace = trace
         self.replicas = [self._replica(i) for i in range(config.nodes)]
+        powers = self._powers()
         self.validators = ValidatorSet.of(
-            (r.node_id, r.key.public_key(), 1) for r in self.replicas)
+            (r.node_id, r.key.public_key(), p) for r, p in zip(self.replicas, powers, strict=True))
         self.by_id = {r.node_id: r for r in self.replicas}
         self.queue: list[tuple[int, int, tuple[object, ...]]] = []
         self.seq = 0
@@ -223,6 +226,17 @@ class Simulation:
         self.evidence = 0
         self.dropped = 0
         self.round_max = 0
+
+    def _powers(self) -> list[int]:
+        """Power 1 each, or (weighted) 1..POWER_DRAW_MAX each with the Byzantine replicas
+        holding less than 1/3 of the total, the model's bound."""
+        while True:
+            if not self.cfg.weighted:
+                return [1] * self.cfg.nodes
+            powers = [self.rng.randint(1, POWER_DRAW_MAX) for _ in range(self.cfg.nodes)]
+            byzantine = sum(p for p, r in zip(powers, self.replicas, strict=True) if r.byzantine)
+            if 3 * byzantine < sum(powers):
+                return powers
 
     def _replica(self, index: int) -> Replica:
         secret = hashlib.sha256(f"gl-sim/{self.cfg.seed}/{index}".encode()).digest()
@@ -588,13 +602,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="loss probability before the heal")
     parser.add_argument("--slow", type=float, default=SimConfig.slow_p,
                         help="probability of a delivery up to 1.5 s late before the heal")
+    parser.add_argument("--weighted", action="store_true",
+                        help="voting powers 1..4 drawn from the seed instead of 1 each")
     parser.add_argument("--verbose", action="store_true", help="print every decision and fault")
     args = parser.parse_args(argv)
     failed = 0
     started = time.perf_counter()
     for seed in parse_seeds(args.seeds):
         config = SimConfig(seed, args.nodes, args.byzantine, args.steps, heal_ms=args.heal_ms,
-                           drop_p=args.drop, slow_p=args.slow)
+                           drop_p=args.drop, slow_p=args.slow, weighted=args.weighted)
         failed += _run_one(config, args.verbose)
     elapsed_s = time.perf_counter() - started
     print(f"{len(parse_seeds(args.seeds))} seeds, {failed} failed, {elapsed_s:.1f} s")
@@ -609,7 +625,7 @@ def _run_one(config: SimConfig, verbose: bool) -> int:
         print(f"  replay: python -m aggregator.consensus.sim --seeds {config.seed} "
               f"--nodes {config.nodes} --byzantine {config.byzantine} --steps {config.steps} "
               f"--heal-ms {config.heal_ms} --drop {config.drop_p} --slow {config.slow_p} "
-              f"--verbose", file=sys.stderr)
+              f"{'--weighted ' if config.weighted else ''}--verbose", file=sys.stderr)
         return 1
     print(f"seed {r.seed}: {r.heights} heights, {r.steps} steps, {r.time_ms} ms simulated, "
           f"{r.crashes} crashes, {r.partitions} partitions, {r.evidence} evidence, "

@@ -33,6 +33,19 @@ def test_seven_nodes_two_byzantine(seed: int) -> None:
     assert result.liveness == "checked", f"seed {seed}"
 
 
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_weighted_voting_power(seed: int) -> None:
+    simulation = Simulation(SimConfig(seed, weighted=True))
+    powers = simulation.validators.powers()
+    assert 3 * powers["node-3"] < sum(powers.values())  # node-3 is the Byzantine one
+    assert simulation.run().liveness == "checked"
+
+
+def test_weighted_powers_differ() -> None:
+    powers = [Simulation(SimConfig(s, weighted=True)).validators.powers() for s in range(1, 9)]
+    assert any(len(set(p.values())) > 1 for p in powers)
+
+
 @pytest.mark.parametrize("seed", range(1, 4))
 def test_all_honest_and_a_single_node(seed: int) -> None:
     assert Simulation(SimConfig(seed, byzantine=0)).run().liveness == "checked"
