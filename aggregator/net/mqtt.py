@@ -10,11 +10,15 @@ refuses an MQTT 5 CONNECT ("Unsupported protocol version") and treats `$share/..
 plain filter that matches nothing.  With it the node connects with 3.1.1 and subscribes
 to `gl/v1/+/up` directly; the embedded broker serves a single node, so nothing is lost.
 
-Every incoming message becomes a task that awaits `Ingress.submit` (waiting for an
-in-flight slot, never refused) and, while the node is overloaded, waits the node's
-retry-after and submits again: a message the shell has taken is held until the node has
-answered it.  Those tasks do not depend on the connection, so a broker outage does not
-drop them.
+Every incoming message becomes a task that awaits `Ingress.submit` and, while the node is
+overloaded, waits the node's retry-after and submits again.  The PUBACK is sent only when
+the node has answered (paho's manual acknowledgement), and with MQTT 5 the CONNECT sets
+Receive Maximum = INFLIGHT_MAX: the broker then never has more than that many
+unacknowledged messages out to this node, and the backlog stays in the broker, where
+other nodes of the shared group can take it.  A message the shell has taken is held
+until the node has answered it; those tasks do not depend on the connection, so a broker
+outage does not drop an answer (only the PUBACK of the old connection, and a clean
+session's broker forgets such a message: the device re-sends for lack of a receipt).
 
 Receipts from the `ReceiptHub` go into a bounded outbox; the publisher takes the oldest,
 publishes it with QoS 1 and removes it only once the broker has acknowledged (PUBACK),
@@ -26,12 +30,12 @@ and aiomqtt errors stay inside this module.
 
 Limits
 ------
-    INCOMING_QUEUE_MAX    1024   messages aiomqtt buffers before our tasks take them;
-                                 beyond it aiomqtt discards (paho has already sent
-                                 PUBACK) and the device re-sends for lack of a receipt.
-    INFLIGHT_MAX          256    messages taken but not yet answered by the node; the
-                                 reader stops taking more, and the backlog waits in
-                                 aiomqtt's queue and then the broker.
+    INFLIGHT_MAX          256    messages taken but not yet answered by the node: MQTT 5
+                                 Receive Maximum, and the reader's own bound (3.1.1).
+    INCOMING_QUEUE_MAX_V311 4096 aiomqtt's buffer with the embedded broker, which has no
+                                 Receive Maximum (3.1.1); beyond it aiomqtt discards the
+                                 message unacknowledged and the device re-sends.  With
+                                 MQTT 5 the broker bounds it to INFLIGHT_MAX.
     OUTBOX_MAX            4096   receipts waiting for the broker; beyond it the oldest is
                                  dropped (the device can GET it over CoAP or re-send).
     BACKOFF_S_MIN/MAX     0.1/5  reconnect delays.
@@ -52,12 +56,14 @@ from dataclasses import dataclass
 
 import aiomqtt
 from amqtt.broker import Broker
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .ingress import INFLIGHT_MQTT_MAX, Ingress, ReceiptHub
 from .metrics import NetMetrics
 from .ports import TRANSPORT_MQTT, CommitReceipt
 
-INCOMING_QUEUE_MAX = 1024
+INCOMING_QUEUE_MAX_V311 = 4096
 INFLIGHT_MAX = INFLIGHT_MQTT_MAX
 OUTBOX_MAX = 4096
 BACKOFF_S_MIN = 0.1
@@ -183,14 +189,23 @@ class MqttTransport:
         common = {
             "identifier": s.client_id,
             "keepalive": KEEPALIVE_S,
-            "max_queued_incoming_messages": INCOMING_QUEUE_MAX,
             "logger": logging.getLogger("gridledger.net.mqtt"),
         }
         if s.mqtt5:
-            return aiomqtt.Client(s.host, s.port, protocol=aiomqtt.ProtocolVersion.V5,
-                                  clean_start=True, **common)  # type: ignore[arg-type]
-        return aiomqtt.Client(s.host, s.port, protocol=aiomqtt.ProtocolVersion.V311,
-                              clean_session=True, **common)  # type: ignore[arg-type]
+            connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect.ReceiveMaximum = INFLIGHT_MAX  # MQTT 5 §3.1.2.11.3: broker-side flow control
+            client = aiomqtt.Client(
+                s.host, s.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=True,
+                properties=connect, **common)  # type: ignore[arg-type]
+        else:
+            client = aiomqtt.Client(
+                s.host, s.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=True,
+                max_queued_incoming_messages=INCOMING_QUEUE_MAX_V311,
+                **common)  # type: ignore[arg-type]
+        # PUBACK only once the node has answered, so unanswered messages count against
+        # the Receive Maximum and stay with the broker (aiomqtt does not expose this).
+        client._client.manual_ack_set(True)
+        return client
 
     async def _run(self) -> None:
         delay_s = BACKOFF_S_MIN
@@ -237,7 +252,8 @@ class MqttTransport:
             if not isinstance(payload, bytes | bytearray):
                 payload = b""  # aiomqtt gives bytes for MQTT payloads; be safe anyway
             await self._slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._handle(bytes(payload)))
+            handling = self._handle(client, bytes(payload), message.mid, message.qos)
+            task = asyncio.get_running_loop().create_task(handling)
             self._handlers.add(task)
             task.add_done_callback(self._handled)
 
@@ -245,12 +261,17 @@ class MqttTransport:
         self._handlers.discard(task)
         self._slots.release()
 
-    async def _handle(self, payload: bytes) -> None:
-        """Submit until the node answers accepted or rejected (overload: wait, again)."""
+    async def _handle(self, client: aiomqtt.Client, payload: bytes, mid: int, qos: int) -> None:
+        """Submit until the node answers accepted or rejected (overload: wait, again),
+        then acknowledge to the broker on the connection the message came on."""
         admission = await self._ingress.submit(payload, TRANSPORT_MQTT, True)
         while admission.outcome == "overloaded":
             await asyncio.sleep(admission.retry_after_s)
             admission = await self._ingress.submit(payload, TRANSPORT_MQTT, True, again=True)
+        if qos > 0:
+            # On a connection that has gone, this is a no-op: the broker of a clean
+            # session forgets the message and the device re-sends for lack of a receipt.
+            client._client.ack(mid, qos)
 
     async def _write(self, client: aiomqtt.Client) -> None:
         while True:

@@ -203,3 +203,26 @@ def test_overloaded_node_holds_mqtt_messages_and_retries_until_admitted(pki: Pki
                 "gl_net_messages_in_total", {"transport": "mqtt"}) == 3
 
     run(scenario())
+
+
+def test_acknowledges_after_the_node_answers_so_more_than_receive_maximum_flow(
+    pki: Pki, mosquitto: Mosquitto
+) -> None:
+    """The node sets Receive Maximum = INFLIGHT_MAX and PUBACKs by hand: if it forgot to
+    acknowledge, Mosquitto would stop after INFLIGHT_MAX messages."""
+    from aggregator.net.mqtt import INFLIGHT_MAX
+
+    device = pki.device("gw-flow")
+    messages = [device.message(seq) for seq in range(INFLIGHT_MAX + 44)]
+
+    async def scenario() -> None:
+        node = make_node(pki, block_interval_s=None, mempool_max=len(messages))
+        async with serving(node, loopback_config(mqtt_url=mosquitto.url)) as server:
+            await wait_until(lambda: mqtt_ready(server), what="node subscribed")
+            async with device_client(mosquitto.port, mqtt5=True) as client:
+                for message in messages:
+                    await client.publish("gl/v1/gw-flow/up", message, qos=1)
+            await wait_until(lambda: len(node.submitted) == len(messages), 20,
+                             what=f"all {len(messages)} admitted")
+
+    run(scenario())
