@@ -10,6 +10,7 @@ Limits
     CONNECTIONS_MAX   64    concurrent HTTP connections (operators and Prometheus, not
                             devices); uvicorn answers 503 beyond it.
     SHUTDOWN_S        5     time given to open requests at shutdown.
+    STARTUP_S         10    uvicorn start-up (it binds nothing: the socket is ours).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .metrics import NetMetrics
 
 CONNECTIONS_MAX = 64
 SHUTDOWN_S = 5
+STARTUP_S = 10
 
 log = logging.getLogger("gridledger.net")
 
@@ -76,10 +78,14 @@ class HttpTransport:
         )
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve([sock]))
-        while not self._server.started:
+        deadline = asyncio.get_running_loop().time() + STARTUP_S
+        while not self._server.started:  # uvicorn has no start-up event to wait on
             if self._task.done():
                 self._task.result()
                 raise TransportError("HTTP server stopped during start-up")
+            if asyncio.get_running_loop().time() > deadline:
+                await self.shutdown()
+                raise TransportError(f"HTTP server not started after {STARTUP_S} s")
             await asyncio.sleep(0.01)
         log.info("http.listening", extra={"fields": {"host": self.host, "port": self.port}})
 
