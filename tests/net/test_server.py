@@ -207,3 +207,36 @@ def test_batching_verifier_replaces_a_pool_whose_workers_died(pki: Pki) -> None:
     codes = run(scenario())
     assert codes[0] == "net.node" and codes[-1] == "", codes
     assert set(codes[:-1]) == {"net.node"}, codes
+
+
+def test_receipts_keep_flowing_after_the_node_iterator_fails(pki: Pki) -> None:
+    from aggregator.net.server import NodeServer
+
+    from .conftest import loopback_config
+
+    class FlakyNode:
+        def __init__(self) -> None:
+            self.asked = 0
+
+        async def submit(self, message: bytes, transport: str) -> Admission:
+            return Admission.rejected("cbor.invalid")
+
+        async def receipts(self):  # type: ignore[no-untyped-def]
+            self.asked += 1
+            if self.asked == 1:
+                raise RuntimeError("the node's receipt stream broke")
+            yield CommitReceipt("gw-flaky", b"receipt")
+
+        def status(self) -> dict[str, object]:
+            return {}
+
+    async def scenario() -> None:
+        server = NodeServer(FlakyNode(), loopback_config())
+        await server.start()
+        try:
+            await wait_until(lambda: server.hub.latest("gw-flaky") == b"receipt", 10,
+                             what="receipt after the iterator was asked again")
+        finally:
+            await server.shutdown()
+
+    run(scenario())
