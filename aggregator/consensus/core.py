@@ -41,8 +41,8 @@ Deviations from Algorithm 1, each for a reason:
 
 Equivocation safety.  Before a proposal or vote is broadcast the core emits Persist with
 its record; `Core.restore` rebuilds the state of a height from those records (votes,
-proposal, lock) and from then on re-sends the recorded message instead of signing
-another for the same (height, round, type).
+proposal, lock and the prevotes that justify the lock) and from then on re-sends the
+recorded message instead of signing another for the same (height, round, type).
 
 Limits
 ------
@@ -91,7 +91,7 @@ from .messages import (
     sign_vote,
     value_id,
 )
-from .validators import ValidatorSet
+from .validators import VALIDATORS_MAX, ValidatorSet
 
 __all__ = [
     "Action",
@@ -106,6 +106,7 @@ __all__ = [
     "Evidence",
     "Persist",
     "ProposalReceived",
+    "Record",
     "ScheduleTimeout",
     "Start",
     "TimeoutFired",
@@ -253,22 +254,43 @@ Action = Persist | Broadcast | ScheduleTimeout | BuildValue | Decide | Evidence 
 # -- WAL records -----------------------------------------------------------------------
 
 
-def encode_record(message: Message, value: bytes | None = None) -> bytes:
-    """A WAL record: the signed message, and the value of a non-nil precommit (the lock)."""
-    return cbor.encode([encode_message(message), value])
+@dataclass(frozen=True)
+class Record:
+    """A WAL record: a signed message; for a non-nil precommit also the value locked on
+    and the prevotes of the polka that justified the lock.  Without that proof a node
+    restarted while locked could hold a lock nobody else can see justified: if the
+    polka needed a faulty node's vote and that node stays silent, the height stalls."""
+
+    message: Message
+    value: bytes | None = None
+    proof: tuple[Vote, ...] = ()
 
 
-def decode_record(raw: bytes) -> tuple[Message, bytes | None]:
+def encode_record(record: Record) -> bytes:
+    proof = [encode_message(v) for v in record.proof]
+    return cbor.encode([encode_message(record.message), record.value, proof])
+
+
+def decode_record(raw: bytes) -> Record:
     try:
         obj = cbor.decode(raw, max_size_bytes=2 * VALUE_BYTES_MAX)
-        if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], bytes)):
-            raise ConsensusMessageError("a WAL record is [message, value / null]")
-        value = obj[1]
-        if value is not None and not isinstance(value, bytes):
-            raise ConsensusMessageError("WAL record value must be bytes or null")
-        return decode_message(obj[0]), value
     except DecodeError as exc:
         raise ConsensusMessageError(f"WAL record: {exc}") from None
+    if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[0], bytes)
+            and isinstance(obj[2], list) and len(obj[2]) <= VALIDATORS_MAX):
+        raise ConsensusMessageError("a WAL record is [message, value / null, [vote, ...]]")
+    value = obj[1]
+    if value is not None and not isinstance(value, bytes):
+        raise ConsensusMessageError("WAL record value must be bytes or null")
+    proof = tuple(_proof_vote(item) for item in obj[2])
+    return Record(decode_message(obj[0]), value, proof)
+
+
+def _proof_vote(item: object) -> Vote:
+    message = decode_message(item) if isinstance(item, bytes) else None
+    if not isinstance(message, Vote):
+        raise ConsensusMessageError("a WAL record's proof holds votes")
+    return message
 
 
 # -- per-height state ------------------------------------------------------------------
@@ -342,10 +364,13 @@ class Core:
         core = cls(config, height)
         for record_height, raw in records:
             if record_height == height:
-                core._replay(*decode_record(raw))
+                core._replay(decode_record(raw))
         return core
 
-    def _replay(self, message: Message, value: bytes | None) -> None:
+    def _replay(self, record: Record) -> None:
+        message, value = record.message, record.value
+        for vote in record.proof:  # verified when received; our own disk is trusted
+            self._store_vote(vote)
         self.round = max(self.round, message.round)
         if isinstance(message, Proposal):
             self._h.signed_proposals[message.round] = message
@@ -428,7 +453,7 @@ class Core:
         proposal = sign_proposal(c.chain_id, self.height, self.round, value, valid_round,
                                  self.node_id, c.sign)
         self._h.signed_proposals[self.round] = proposal
-        self._out.append(Persist(self.height, encode_record(proposal)))
+        self._out.append(Persist(self.height, encode_record(Record(proposal))))
         self._out.append(Broadcast(proposal))  # line 19
         self._store_proposal(proposal)
 
@@ -540,7 +565,8 @@ class Core:
 
     # -- signing ------------------------------------------------------------------------
 
-    def _vote(self, type_: int, vid: bytes | None, value: bytes | None = None) -> None:
+    def _vote(self, type_: int, vid: bytes | None, value: bytes | None = None,
+              proof: tuple[Vote, ...] = ()) -> None:
         """Sign, persist and broadcast a vote of this round, unless one is on record."""
         signed = self._h.signed_votes.get((self.round, type_))
         if signed is not None:
@@ -549,7 +575,7 @@ class Core:
         c = self.config
         vote = sign_vote(c.chain_id, type_, self.height, self.round, vid, self.node_id, c.sign)
         self._h.signed_votes[(self.round, type_)] = vote
-        self._out.append(Persist(self.height, encode_record(vote, value)))
+        self._out.append(Persist(self.height, encode_record(Record(vote, value, proof))))
         self._out.append(Broadcast(vote))
         self._store_vote(vote)
 
@@ -605,7 +631,8 @@ class Core:
         self._h.fired.add((36, self.round))
         if self.step_ == STEP_PREVOTE:  # line 37
             self.locked_value, self.locked_round = proposal.value, self.round  # lines 38-39
-            self._vote(PRECOMMIT, proposal.value_id, proposal.value)  # line 40
+            proof = tuple(self._h.votes_for(self.round, PREVOTE, proposal.value_id))
+            self._vote(PRECOMMIT, proposal.value_id, proposal.value, proof)  # line 40
             self.step_ = STEP_PRECOMMIT  # line 41
         self.valid_value, self.valid_round = proposal.value, self.round  # lines 42-43
         return True

@@ -72,7 +72,7 @@ def test_proposer_asks_for_a_value_then_proposes_and_prevotes_it() -> None:
     assert kinds == [Persist, Broadcast, Persist, Broadcast]  # each written before sent
     p, v = sent(actions)
     assert isinstance(p, Proposal) and (p.value, p.valid_round) == (V, -1)
-    assert decode_record(actions[0].record)[0] == p  # type: ignore[union-attr]
+    assert decode_record(actions[0].record).message == p  # type: ignore[union-attr]
     assert v == vote(PREVOTE, 1, 0, value_id(V), "node-1")
 
 

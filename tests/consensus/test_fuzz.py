@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.consensus.certificate import CertificateError, decode_certificate
-from aggregator.consensus.core import decode_record, encode_record
+from aggregator.consensus.core import Record, decode_record, encode_record
 from aggregator.consensus.messages import (
     PREVOTE,
     ConsensusMessageError,
@@ -52,4 +52,5 @@ def test_mutated_messages_parse_or_raise_the_documented_error(
 
 def test_records_round_trip() -> None:
     v = vote(PREVOTE, 2, 1, None, "node-2")
-    assert decode_record(encode_record(v, b"value")) == (v, b"value")
+    record = Record(v, b"value", (vote(PREVOTE, 2, 1, None, "node-3"),))
+    assert decode_record(encode_record(record)) == record

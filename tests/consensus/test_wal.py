@@ -121,6 +121,18 @@ def test_replayed_wal_keeps_the_lock() -> None:
     assert sent_votes(out, PREVOTE)[0].value_id is None
 
 
+def test_a_restored_lock_keeps_the_polka_that_justifies_it() -> None:
+    wal = MemoryWal()
+    core = running(wal)
+    perform(wal, propose_to(core, proposal(1, 0, V)))
+    polka = votes_from(core, PREVOTE, 0, value_id(V), ["node-1", "node-3"])
+    perform(wal, polka)
+    restarted = Core.restore(config(ME), 1, wal.records())
+    resent = restarted.messages_to_resend()
+    relayed = {m.node_id for m in resent if isinstance(m, Vote) and m.type == PREVOTE}
+    assert relayed == {ME, "node-1", "node-3"}  # others can check the lock's validRound
+
+
 def test_replayed_wal_re_sends_the_same_proposal() -> None:
     wal = MemoryWal()
     proposer_id = "node-1"
