@@ -19,7 +19,8 @@ Fault model, active from the start until `heal_ms` (then the network is synchron
     and the replica's decided values.  All crashed replicas restart at heal;
   - up to f Byzantine replicas (a real core whose outgoing messages are rewritten):
     equivocating proposals, invalid proposals, double votes, withheld votes, messages
-    forged in another validator's name, and votes that agree with whatever proposal each
+    forged in another validator's name, commit certificates with one repeated or too few
+    signatures in answer to sync requests, and votes that agree with whatever proposal each
     honest peer holds (the adversary reads the honest replicas' state, as the BFT model
     allows, to show different nodes polkas for different values).
 
@@ -58,7 +59,12 @@ from edge.crypto import verify as es256_verify
 from edge.portable import cbor
 from edge.portable.errors import DecodeError, GridLedgerError, LocalProtocolError
 
-from .certificate import CertificateError, decode_certificate, verify_certificate
+from .certificate import (
+    CertificateError,
+    CommitCertificate,
+    decode_certificate,
+    verify_certificate,
+)
 from .core import (
     Action,
     Broadcast,
@@ -495,6 +501,9 @@ class Simulation:
         if payload[0] == "status":
             height = payload[1]
             assert isinstance(height, int)
+            if replica.byzantine and self.rng.random() < 0.5:
+                self._send(replica.node_id, src, self._forged_commit(replica, height))
+                return
             for h in range(height, min(height + SYNC_HEIGHTS_MAX, len(replica.decided) + 1)):
                 value, cert = replica.decided[h - 1]
                 self._send(replica.node_id, src, ("commit", value, cert))
@@ -508,6 +517,15 @@ class Simulation:
         self._step(replica, CommitReceived(decided, certificate))
 
     # -- Byzantine replicas ------------------------------------------------------------
+
+    def _forged_commit(self, replica: Replica, height: int) -> tuple[object, ...]:
+        """A decided value that was never decided: one signature repeated, or too few."""
+        value = self.app.build(height, self.rng)
+        vote = sign_vote(CHAIN_ID, PRECOMMIT, height, 0, value_id(value), replica.node_id,
+                         replica.key.sign)
+        copies = self.rng.choice([1, len(self.replicas)])
+        signatures = tuple([(vote.node_id, vote.signature)] * copies)
+        return ("commit", value, CommitCertificate(height, 0, value_id(value), signatures).encode())
 
     def _byzantine_broadcast(self, replica: Replica, message: Message) -> None:
         peers = [r for r in self.replicas if r is not replica]
