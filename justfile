@@ -48,3 +48,16 @@ sim-soak SEEDS="1-2000" *ARGS:
 # batches/s and readings/s one Pi agent signs and queues; MicroPython sign time and heap
 bench-edge *ARGS:
     python bench/bench_edge.py {{ARGS}}
+
+# mypy --strict over edge/firmware against MicroPython's ESP32 and stdlib stubs
+typecheck-firmware:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    stubs=$(mktemp -d)
+    trap 'rm -rf "$stubs"' EXIT
+    for f in "$site"/*.pyi; do ln -s "$f" "$stubs/"; done
+    for d in _mpy_shed umqtt; do ln -s "$site/$d" "$stubs/$d"; done
+    cd edge/firmware
+    MYPYPATH="{{justfile_directory()}}/edge:$stubs" mypy --config-file mypy.ini \
+        --custom-typeshed-dir "$site" --no-incremental *.py

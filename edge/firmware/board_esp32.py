@@ -1,0 +1,86 @@
+"""ESP32: UART with an RS-485 direction pin, Wi-Fi station, SNTP, flash at /.
+
+RS-485 is half duplex: the DE/RE pin goes high to drive the bus, the frame is written,
+uart.flush() waits until the last stop bit has left the shift register, and the pin
+goes low again before the meter starts answering (it waits 3.5 character times).
+MicroPython's ESP32 port counts time from 2000-01-01; now_s() returns Unix seconds.
+"""
+
+import time
+
+import config as config_mod
+import machine
+import network
+import ntptime
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
+WIFI_TIMEOUT_MS = 15000
+
+
+class Rs485Uart:
+    def __init__(self, settings: "dict[str, Any]") -> None:
+        self.uart = machine.UART(settings.get("uart_id", 2), baudrate=settings["baud"],
+                                 bits=8, parity=settings.get("parity"),
+                                 stop=settings.get("stop", 1), tx=settings["tx"],
+                                 rx=settings["rx"], timeout=0)
+        self.de = machine.Pin(settings["de"], machine.Pin.OUT, value=0)
+
+    def write(self, data: bytes) -> None:
+        self.de.value(1)
+        self.uart.write(data)
+        self.uart.flush()
+        self.de.value(0)
+
+    def read(self) -> bytes:
+        return self.uart.read() or b""
+
+
+class Board:
+    root = "/"
+
+    def __init__(self) -> None:
+        self.synced = False
+
+    def boot(self) -> None:
+        cfg = config_mod.load(self.root)
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        if not wlan.isconnected():
+            wlan.connect(cfg["wifi_ssid"], cfg["wifi_password"])
+            start = time.ticks_ms()
+            while not wlan.isconnected() and time.ticks_diff(time.ticks_ms(),
+                                                             start) < WIFI_TIMEOUT_MS:
+                time.sleep_ms(100)
+        self.sync_clock()
+
+    def sync_clock(self) -> None:
+        try:
+            ntptime.settime()
+            self.synced = True
+        except OSError:
+            pass  # batches say clock unsynced until a later try works
+
+    def uart(self, settings: "dict[str, Any]") -> Rs485Uart:
+        return Rs485Uart(settings)
+
+    def now_s(self) -> int:
+        return int(time.time()) + EPOCH_OFFSET_S
+
+    def ticks_ms(self) -> "Any":  # an opaque ticks value; compare with ticks_diff
+        return time.ticks_ms()
+
+    def ticks_diff(self, a: "Any", b: "Any") -> int:
+        return time.ticks_diff(a, b)
+
+    def clock_synced(self) -> bool:
+        return self.synced
+
+    def sleep_ms(self, ms: int) -> None:
+        time.sleep_ms(ms)
+
+    def reset(self) -> None:
+        machine.reset()
