@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.agent import config as config_mod
-from edge.agent import logs
+from edge.agent import logs, provision
 from edge.agent.service import HEALTH_FILE, serve
 from edge.agent.store import read_summary
 from gridledger.output import SubParsers, iso_utc, key_value_lines
@@ -34,6 +34,7 @@ def add_commands(commands: SubParsers) -> None:
     status.add_argument("--state-dir", type=Path, default=config_mod.AgentConfig().state_dir)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(func=cmd_status)
+    provision.add_commands(commands)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -40,8 +40,12 @@ class Firmware:
         self.cfg = cfg
         root = brd.root
         self.device_id = cfg["device_id"]
-        self.key = p256.SigningKey.from_bytes(
-            bytes.fromhex(config_mod.read_text(root, cfg["key_file"])))
+        if cfg.get("key_file"):
+            key = p256.SigningKey.from_bytes(
+                bytes.fromhex(config_mod.read_text(root, cfg["key_file"])))
+            self.sign = key.sign
+        else:
+            self.sign = brd.sign  # a secure element signs; the board adapter drives it
         self.kcwt = config_mod.read_bytes(root, cfg["cert_file"]) if cfg.get("cert_file") else None
         self.node_keys = {k: bytes.fromhex(v) for k, v in cfg["node_keys"].items()}
         self.store = fstore.FlashStore(root)
@@ -113,7 +117,7 @@ class Firmware:
         now_s = self.board.now_s()
         groups = self.meters.read_all(now_s)
         start = self.board.ticks_ms()
-        seq = self.outbox.make(groups, now_s, self.board.clock_synced(), self.key.sign,
+        seq = self.outbox.make(groups, now_s, self.board.clock_synced(), self.sign,
                                self.kcwt)
         sign_ms = self.board.ticks_diff(self.board.ticks_ms(), start)
         for name, fields in self.outbox.pop_events():
