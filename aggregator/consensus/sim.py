@@ -166,6 +166,7 @@ class SimConfig:
     gossip_ms: int = 300
     build_ms_max: int = 30
     weighted: bool = False
+    isolate_p: float = 0.1
     timeouts: Timeouts = field(default_factory=lambda: Timeouts(
         propose_ms=300, propose_delta_ms=100, prevote_ms=200, prevote_delta_ms=100,
         precommit_ms=200, precommit_delta_ms=100, cap_ms=5000))
@@ -361,6 +362,7 @@ class Simulation:
     def _decide(self, replica: Replica, decide: Decide) -> None:
         if not replica.byzantine:
             self._check_decision(replica, decide)
+            self._isolate_decider(replica)
         replica.decided.append((decide.value, decide.certificate.encode()))
         self.round_max = max(self.round_max, decide.round)
         replica.wal.prune_below(decide.height + 1)  # the block is durable first
@@ -456,6 +458,16 @@ class Simulation:
             self._log("partition healed")
         self._push(self.now_ms + self.rng.randint(1, self.cfg.partition_every_ms),
                    ("partition",))
+
+    def _isolate_decider(self, replica: Replica) -> None:
+        """Cut off a node that has just decided, so that the others must finish the height
+        without its help or its sync: the case where locks alone keep them safe."""
+        if self._faulty_phase() and self.groups is None and \
+                self.rng.random() < self.cfg.isolate_p:
+            rest = {r.node_id for r in self.replicas if r is not replica}
+            self.groups = [{replica.node_id}, rest]
+            self.partitions += 1
+            self._log(f"partition [{replica.node_id}] just after it decided")
 
     def _heal(self) -> None:
         self.groups = None

@@ -81,13 +81,6 @@ def test_a_weakened_quorum_is_caught_as_an_agreement_violation(
     assert all(f.startswith("seed ") for f in failures)
 
 
-def test_ignoring_locks_is_caught_under_a_harsh_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core_mod.Core, "_locked_on", lambda self, vid: True)
-    with pytest.raises(InvariantViolation, match="agreement"):
-        for seed in range(1, 51):
-            Simulation(SimConfig(seed, drop_p=0.4, slow_p=0.3, heal_ms=20_000)).run()
-
-
 def test_a_lost_wal_is_caught_as_equivocation(monkeypatch: pytest.MonkeyPatch) -> None:
     restore = core_mod.Core.restore.__func__  # type: ignore[attr-defined]
 
