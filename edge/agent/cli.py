@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def describe(doc: dict[str, Any], now_s: float) -> str:
         rows.append(("oldest queued", f"#{queue['oldest_queued_seq']} made "
                                       f"{iso_utc(queue['oldest_queued_at_s'])}"))
     if agent:
-        rows.append(("status written", f"{now_s - agent['t']:.0f} s ago (pid {agent['pid']})"))
+        state = "running" if _alive(agent["pid"]) else "NOT RUNNING"
+        rows.append(("status written", f"{now_s - agent['t']:.0f} s ago "
+                                       f"(pid {agent['pid']}, {state})"))
         for name, up in agent["uplinks"].items():
             state = "connected" if up["connected"] else "DOWN"
             rows.append((f"uplink {name}", f"{state}, last seq sent {up['last_sent_seq']}, "
@@ -80,6 +83,16 @@ def describe(doc: dict[str, Any], now_s: float) -> str:
     lines = [key_value_lines(rows)]
     for meter_id, m in agent.get("meters", {}).items():
         counts = ", ".join(f"{k} {v}" for k, v in m["counters"].items())
-        flag = " OFFLINE" if m["offline"] else ""
+        flag = " OFFLINE" if m["offline"] and m["status"] != "offline" else ""
         lines.append(f"  meter {meter_id:<20} {m['profile']:<8} {m['status']}{flag}  [{counts}]")
     return "\n".join(lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # running as another user
+    return True

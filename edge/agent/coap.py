@@ -78,6 +78,7 @@ class CoapUplink:
 
     async def shutdown(self) -> None:
         self._stopping = True
+        self.sender.connected = False  # what the last status file says
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])

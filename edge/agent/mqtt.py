@@ -64,6 +64,7 @@ class MqttUplink:
 
     async def shutdown(self) -> None:
         self._stopping = True  # aiomqtt may turn our cancellation into an MqttError
+        self.sender.connected = False  # what the last status file says
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

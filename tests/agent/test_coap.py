@@ -9,22 +9,27 @@ from tests.agent.conftest import free_port, wait_until
 from tests.agent.test_mqtt import queued
 
 
-def test_coap_uplink_delivers_every_seq_and_settles_on_receipts(
+def test_coap_uplink_backs_off_then_delivers_every_seq_block_wise(
         tmp_path: Path, sims: harness.Sims) -> None:
     identity = harness.make_identity(tmp_path)
-    modbus = sims.start(tmp_path, "--profile", "sdm120", "--tcp", "127.0.0.1:0")
+    # Four three-phase meters and the certificate make a batch over 1 KiB: block-wise.
+    modbus = sims.start(tmp_path, "--profile", "sdm630", "--tcp", "127.0.0.1:0", "--units", "1-4")
     port = free_port()
     out = tmp_path / "arrivals.jsonl"
     responder = harness.responder(identity, out, tmp_path / "responder.log",
-                                  "--coap-port", str(port)).start()
+                                  "--coap-port", str(port))
     state = tmp_path / "state"
-    argv = harness.agent_argv(identity, state, [f"sdm120@tcp://{modbus}?unit=1"],
+    meters = [f"sdm630@tcp://{modbus}?unit={unit}" for unit in (1, 2, 3, 4)]
+    argv = harness.agent_argv(identity, state, meters,
                               "--coap", f"coap://127.0.0.1:{port}", "--interval-s", "0.1")
     agent = harness.Process(argv, tmp_path / "agent.log")
     try:
-        wait_until(lambda: "coap ready" in responder.text(), 15, "the CoAP responder")
-        agent.start()
-        wait_until(lambda: queued(state)[0] >= 15, 30, "15 batches made")
+        agent.start()  # nobody answers yet: the uplink backs off, the queue grows
+        wait_until(lambda: "coap_down" in agent.text() and queued(state)[1] >= 5, 30,
+                   "batches queued while the endpoint is down")
+        responder.start()
+        wait_until(lambda: queued(state)[0] >= 15 and queued(state)[1] == 0, 60,
+                   "15 batches made and all confirmed")
         code = agent.terminate()
     finally:
         agent.kill()
@@ -35,4 +40,5 @@ def test_coap_uplink_delivers_every_seq_and_settles_on_receipts(
     assert not [a for a in got if "error" in a]
     assert {a["seq"] for a in got} == set(range(1, last_seq + 1))
     assert {a["via"] for a in got} == {"coap"} and depth == 0
+    assert min(a["bytes"] for a in got) > 1024
     assert "Traceback" not in agent.text()
