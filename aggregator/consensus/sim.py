@@ -35,9 +35,10 @@ Checks after every step (a failure raises InvariantViolation naming the seed):
     `rounds_after_heal_max` rounds, and every honest replica decides
     `heights_after_heal` of them within `liveness_ms`.
 
-The application is an object with `build`, `valid` and `invalid` (see `SimApp`); the
-default makes blocks of fake transactions.  Swapping in another application means
-passing another object of that shape.
+Each replica has its own application object with `build`, `valid`, `invalid` and
+`commit` (see `SimApp`), made by the `app_factory` given to `Simulation`; it survives the
+replica's crashes as a durable store would.  The default makes blocks of fake
+transactions.  Swapping in another application means passing another factory.
 
     python -m aggregator.consensus.sim --seeds 1-50 [--nodes 4] [--byzantine 1] [--steps N]
 """
@@ -113,11 +114,23 @@ class InvariantViolation(GridLedgerError):
 
 
 class SimApp(Protocol):
-    def build(self, height: int, rng: random.Random) -> bytes: ...
+    """What the simulation needs of one replica's application (ABCI-shaped)."""
 
-    def valid(self, height: int, value: bytes) -> bool: ...
+    def build(self, height: int, rng: random.Random) -> bytes:
+        """prepare_proposal: a block for `height` on top of the committed chain."""
+        ...
 
-    def invalid(self, height: int, rng: random.Random) -> bytes: ...
+    def valid(self, height: int, value: bytes) -> bool:
+        """process_proposal: a pure function of the committed chain and the value."""
+        ...
+
+    def invalid(self, height: int, rng: random.Random) -> bytes:
+        """A block this application refuses, for Byzantine proposers."""
+        ...
+
+    def commit(self, height: int, value: bytes) -> None:
+        """finalize_block and commit: durable before the replica goes on."""
+        ...
 
 
 class FakeTxApp:
@@ -143,6 +156,13 @@ class FakeTxApp:
     def invalid(self, height: int, rng: random.Random) -> bytes:
         return rng.choice([cbor.encode([height, [b"bad"]]), cbor.encode([height + 1, []]),
                            rng.randbytes(16)])
+
+    def commit(self, height: int, value: bytes) -> None:
+        pass  # no state: validity depends on the height only
+
+
+def _fake_app(node_id: str) -> SimApp:
+    return FakeTxApp()
 
 
 @dataclass(frozen=True)
@@ -207,14 +227,15 @@ class Result:
 
 
 class Simulation:
-    def __init__(self, config: SimConfig, app: SimApp | None = None,
+    def __init__(self, config: SimConfig, app_factory: Callable[[str], SimApp] | None = None,
                  trace: Callable[[str], None] | None = None) -> None:
         config.check()
         self.cfg = config
-        self.app: SimApp = app if app is not None else FakeTxApp()
         self.rng = random.Random(config.seed)
         self.trace = trace
         self.replicas = [self._replica(i) for i in range(config.nodes)]
+        factory = app_factory if app_factory is not None else _fake_app
+        self.apps: dict[str, SimApp] = {r.node_id: factory(r.node_id) for r in self.replicas}
         powers = self._powers()
         self.validators = ValidatorSet.of(
             (r.node_id, r.key.public_key(), p) for r, p in zip(self.replicas, powers, strict=True))
@@ -299,7 +320,7 @@ class Simulation:
 
     def _config(self, replica: Replica) -> Config:
         return Config(CHAIN_ID, replica.node_id, self.validators, replica.key.sign,
-                      self._verify, self.app.valid, self.cfg.timeouts)
+                      self._verify, self.apps[replica.node_id].valid, self.cfg.timeouts)
 
     def _verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         key = (public_key, message, signature)
@@ -348,7 +369,7 @@ class Simulation:
             event = TimeoutFired(action.kind, action.height, action.round)
             self._push(action.at_ms, ("timeout", replica.node_id, replica.incarnation, event))
         elif isinstance(action, BuildValue):
-            value = self.app.build(action.height, self.rng)
+            value = self.apps[replica.node_id].build(action.height, self.rng)
             event_v = ValueReady(action.height, action.round, value)
             at_ms = self.now_ms + self.rng.randint(0, self.cfg.build_ms_max)
             self._push(at_ms, ("value", replica.node_id, replica.incarnation, event_v))
@@ -363,6 +384,7 @@ class Simulation:
         if not replica.byzantine:
             self._check_decision(replica, decide)
             self._isolate_decider(replica)
+        self.apps[replica.node_id].commit(decide.height, decide.value)
         replica.decided.append((decide.value, decide.certificate.encode()))
         self.round_max = max(self.round_max, decide.round)
         replica.wal.prune_below(decide.height + 1)  # the block is durable first
@@ -386,7 +408,7 @@ class Simulation:
             verify_certificate(cert, CHAIN_ID, self.validators, self._verify)
         except CertificateError as exc:
             self._fail(f"certificate of height {height} does not verify: {exc}")
-        if not self.app.valid(height, decide.value):
+        if not self.apps[replica.node_id].valid(height, decide.value):
             self._fail(f"validity: {replica.node_id} decided an invalid value at {height}")
         if height > self.heal_height > 0 and decide.round > self.cfg.rounds_after_heal_max:
             self._fail(f"liveness: height {height} after the heal took {decide.round} rounds")
@@ -532,7 +554,7 @@ class Simulation:
 
     def _forged_commit(self, replica: Replica, height: int) -> tuple[object, ...]:
         """A decided value that was never decided: one signature repeated, or too few."""
-        value = self.app.build(height, self.rng)
+        value = self.apps[replica.node_id].build(height, self.rng)
         vote = sign_vote(CHAIN_ID, PRECOMMIT, height, 0, value_id(value), replica.node_id,
                          replica.key.sign)
         copies = self.rng.choice([1, len(self.replicas)])
@@ -568,8 +590,9 @@ class Simulation:
         mode = self.rng.choice(["honest", "equivocate", "invalid"])
         if mode == "honest":
             return [p]
-        other = self.app.build(p.height, self.rng) if mode == "equivocate" else \
-            self.app.invalid(p.height, self.rng)
+        app = self.apps[replica.node_id]
+        other = app.build(p.height, self.rng) if mode == "equivocate" else \
+            app.invalid(p.height, self.rng)
         forged = sign_proposal(CHAIN_ID, p.height, p.round, other, p.valid_round,
                                replica.node_id, replica.key.sign)
         return [forged] if mode == "invalid" else [p, forged]

@@ -6,9 +6,12 @@ Each seed is its own test case, so a failure names it; the message carries the s
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from aggregator.consensus import core as core_mod
+from aggregator.consensus.messages import value_id
 from aggregator.consensus.sim import (
     InvariantViolation,
     SimConfig,
@@ -17,6 +20,8 @@ from aggregator.consensus.sim import (
     parse_seeds,
 )
 from aggregator.consensus.validators import ValidatorSet
+from edge.portable import cbor
+from edge.portable.errors import DecodeError
 
 CI_SEEDS = range(1, 41)
 
@@ -50,6 +55,42 @@ def test_weighted_powers_differ() -> None:
 def test_all_honest_and_a_single_node(seed: int) -> None:
     assert Simulation(SimConfig(seed, byzantine=0)).run().liveness == "checked"
     assert Simulation(SimConfig(seed, nodes=1, byzantine=0)).run().liveness == "checked"
+
+
+class ChainApp:
+    """A stateful application: a block names its predecessor, as the ledger's do."""
+
+    def __init__(self, node_id: str) -> None:
+        self.chain: list[bytes] = []
+
+    def _tip(self) -> bytes:
+        return value_id(self.chain[-1]) if self.chain else bytes(32)
+
+    def build(self, height: int, rng: random.Random) -> bytes:
+        return cbor.encode([height, self._tip(), rng.randbytes(8)])
+
+    def valid(self, height: int, value: bytes) -> bool:
+        try:
+            obj = cbor.decode(value)
+        except DecodeError:
+            return False
+        return isinstance(obj, list) and obj[:2] == [height, self._tip()]
+
+    def invalid(self, height: int, rng: random.Random) -> bytes:
+        return cbor.encode([height, rng.randbytes(32), b""])
+
+    def commit(self, height: int, value: bytes) -> None:
+        assert height == len(self.chain) + 1
+        self.chain.append(value)
+
+
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_a_stateful_application_swaps_in(seed: int) -> None:
+    simulation = Simulation(SimConfig(seed), app_factory=ChainApp)
+    assert simulation.run().liveness == "checked"
+    chains = [app.chain for app in simulation.apps.values()]  # type: ignore[attr-defined]
+    shortest = min(len(c) for c in chains)
+    assert len({tuple(c[:shortest]) for c in chains}) == 1
 
 
 def test_the_batch_exercises_every_fault() -> None:
