@@ -35,9 +35,14 @@ Deviations from Algorithm 1, each for a reason:
     per validator instead of storing messages of unboundedly far rounds.
   - CommitReceived carries a value and a commit certificate (block sync): rule 49 with
     the precommits taken from the certificate instead of collected one by one.
+  - a faulty signer's conflicting votes are each kept for their own value (at most
+    CONFLICTING_VOTES_MAX, only for nil or proposed values) and count once towards
+    "2f+1 of anything": otherwise a node that saw only one side of an equivocation could
+    never see the polka another node locked on (CometBFT's per-block vote sets).
   - gossip (the paper's assumption that messages of correct nodes eventually arrive) is
-    the shell's: it re-sends `messages_to_resend()` periodically and answers a peer at a
-    lower height with the decided value and certificate.
+    the shell's: it re-sends `messages_to_resend()` periodically (our messages of the
+    height and the prevotes justifying validValue) and answers a peer at a lower height
+    with the decided value and certificate.
 
 Equivocation safety.  Before a proposal or vote is broadcast the core emits Persist with
 its record; `Core.restore` rebuilds the state of a height from those records (votes,
