@@ -97,13 +97,41 @@ class MqttSettings:
         return UP_FILTER
 
 
+class _ClosingBroker(Broker):  # type: ignore[misc]
+    """amqtt's Broker, closing every client stream itself.
+
+    amqtt 0.12 leaves a connection's stream open on some paths (a refused CONNECT, a
+    client leaving during shutdown); those streams would outlive the event loop.
+    """
+
+    def __init__(self, config: dict[str, object]) -> None:
+        super().__init__(config)
+        self.streams: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        self.streams.add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            self.streams.discard(writer)
+            if not writer.is_closing():
+                writer.close()
+
+    def close_streams(self) -> None:
+        for writer in list(self.streams):
+            writer.close()
+        self.streams.clear()
+
+
 class EmbeddedBroker:
     """amqtt on loopback, for a node started without a broker URL."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
-        self._broker: Broker | None = None
+        self._broker: _ClosingBroker | None = None
 
     async def start(self) -> None:
         config = {
@@ -112,7 +140,7 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {
                 "allow_anonymous": True}},
         }
-        self._broker = Broker(config)
+        self._broker = _ClosingBroker(config)
         await self._broker.start()
         server = self._broker._servers["default"].instance  # amqtt has no public accessor
         sockets = getattr(server, "sockets", None) or ()
@@ -133,6 +161,8 @@ class EmbeddedBroker:
                 break
             await asyncio.sleep(0.01)
         await broker.shutdown()
+        broker.close_streams()
+        await asyncio.sleep(0)  # let the transports finish closing inside the loop
 
 
 class MqttTransport:
