@@ -15,7 +15,7 @@ from edge.portable.errors import LocalProtocolError
 from hardware import profiles
 
 FIRMWARE_FILES = ("boot.py", "main.py", "app.py", "board.py", "board_esp32.py",
-                  "board_unix.py", "config.py", "fstore.py", "meters.py")
+                  "board_unix.py", "coapup.py", "config.py", "fstore.py", "meters.py")
 
 
 def meter_map(profile_name: str, unit: int, meter_id: str) -> dict[str, Any]:

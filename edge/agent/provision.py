@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,8 @@ def add_commands(commands: SubParsers) -> None:
     p.add_argument("--ca-dir", required=True, type=Path, help="registrar directory")
     p.add_argument("--genesis", required=True, type=Path, help="node keys to trust")
     p.add_argument("--wifi", default="", metavar="SSID:PASS")
-    p.add_argument("--mqtt", required=True, help="mqtt://HOST[:PORT]")
-    p.add_argument("--coap", default="", help="coap://HOST[:PORT] (kept in config.json)")
+    p.add_argument("--mqtt", default="", help="mqtt://HOST[:PORT]")
+    p.add_argument("--coap", default="", help="coap://HOST[:PORT], as well as or instead of MQTT")
     p.add_argument("--meter", action="append", required=True,
                    help="PROFILE@serial://UART?unit=N[&id=SERIAL], Modbus meters")
     p.add_argument("--public-key", type=Path, help="PEM public key of a secure element")
@@ -115,7 +116,9 @@ def _meter(text: str) -> dict[str, Any]:
 
 def _config(args: argparse.Namespace, meters: list[dict[str, Any]],
             secure_element: bool) -> dict[str, Any]:
-    host, port = _mqtt(args.mqtt)
+    if not args.mqtt and not args.coap:
+        raise ConfigError("give --mqtt, --coap or both")
+    host, port = _mqtt(args.mqtt) if args.mqtt else ("", 0)
     uart_id, tx, rx, de = (int(x) for x in args.uart.split(":"))
     first = meters[0]
     uart = {"port": first["port"], "uart_id": uart_id, "tx": tx, "rx": rx, "de": de,
@@ -124,7 +127,11 @@ def _config(args: argparse.Namespace, meters: list[dict[str, Any]],
     node_keys = genesis_mod.load(args.genesis).node_keys()
     config = device_config(args.device_id, node_keys, host, port, uart, meters,
                            args.interval_s, args.queue_limit, ssid, password)
-    config["coap"] = args.coap
+    if args.coap:
+        coap = urllib.parse.urlsplit(args.coap)
+        if coap.scheme != "coap" or not coap.hostname:
+            raise ConfigError(f"{args.coap!r}: use coap://HOST[:PORT]")
+        config.update(coap_host=coap.hostname, coap_port=coap.port or 5683)
     if secure_element:
         config["key_file"] = ""  # the board's secure element signs (board.sign)
     return config

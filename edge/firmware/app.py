@@ -2,9 +2,10 @@
 
 Every interval: read the meters over RS-485, make one signed batch (pure-Python ES256,
 RFC 6979), append it to the flash queue, then send what the Sender says is due over
-MQTT (umqtt.simple, QoS 1 to gl/v1/{device}/up) and take receipts from
-gl/v1/{device}/ack, verified against the node keys in config.json.  A lost broker
-backs off with jitter; the queue keeps everything meanwhile.  Each cycle prints one
+MQTT (umqtt.simple, QoS 1 to gl/v1/{device}/up) and/or CoAP (coapup.py), and take
+receipts from gl/v1/{device}/ack or the CoAP ack resource, verified against the node
+keys in config.json.  A lost link backs off with jitter; the queue keeps everything
+meanwhile.  Each cycle prints one
 line: seq, queue depth, sign time and heap (gc.mem_alloc) after the cycle.
 
 Limits: queue_limit batches on flash (default 256: 256 x ~0.7 KiB fits a 512 KiB
@@ -54,6 +55,15 @@ class Firmware:
         random.seed(int.from_bytes(_urandom(4), "big"))
         self.sender = agent.Sender("mqtt", self.outbox, random.random, 8,
                                    cfg.get("ack_timeout_s", 10), 300)
+        self.coap = None
+        if cfg.get("coap_host"):
+            import coapup
+
+            coap_sender = agent.Sender("coap", self.outbox, random.random, 8,
+                                       cfg.get("ack_timeout_s", 10), 300)
+            self.coap = coapup.CoapUplink(brd, cfg["coap_host"], cfg.get("coap_port", 5683),
+                                          self.device_id, coap_sender, self.on_receipt,
+                                          random.random)
         uart_cfg = cfg["uart"]
         self.meters = meters_mod.Meters(brd, brd.uart(uart_cfg), cfg["meters"],
                                         uart_cfg.get("timeout_ms", 500))
@@ -83,9 +93,18 @@ class Firmware:
         print("mqtt_up")
 
     def on_message(self, topic: bytes, message: bytes) -> None:
-        self.outbox.on_receipt(bytes(message), self.node_keys, p256.verify)
+        self.on_receipt(bytes(message))
+
+    def on_receipt(self, data: bytes) -> None:
+        self.outbox.on_receipt(data, self.node_keys, p256.verify)
 
     def pump(self, now_s: int) -> None:
+        if self.coap is not None:
+            self.coap.pump(now_s, self.store.get)
+        if self.cfg.get("mqtt_host"):
+            self.pump_mqtt(now_s)
+
+    def pump_mqtt(self, now_s: int) -> None:
         if self.client is None:
             self.connect(now_s)
         if self.client is None:

@@ -18,7 +18,7 @@ from edge.agent.firmware import FIRMWARE_FILES, device_config, meter_map
 from gridledger import genesis as genesis_mod
 from tests import mpy
 from tests.agent import harness
-from tests.agent.conftest import Mosquitto, wait_until
+from tests.agent.conftest import Mosquitto, free_port, wait_until
 
 FIRMWARE_DIR = mpy.ROOT / "edge" / "firmware"
 MPY_LIB = Path(__file__).resolve().parent / "mpy_lib"
@@ -74,3 +74,32 @@ def test_firmware_boots_under_micropython_and_batches_verify(
     cycles = re.findall(r"cycle seq (\d+) depth \d+ sign_ms (\d+) heap (\d+)", text)
     assert len(cycles) >= BATCHES
     print("MicroPython sign_ms, heap after cycle:", [(int(s), int(h)) for _, s, h in cycles])
+
+
+@pytest.mark.micropython
+def test_firmware_coap_uplink_under_micropython(tmp_path: Path, sims: harness.Sims) -> None:
+    identity = harness.make_identity(tmp_path)
+    pty = sims.start(tmp_path, "--profile", "sdm120", "--pty")
+    port = free_port()
+    out = tmp_path / "arrivals.jsonl"
+    responder = harness.responder(identity, out, tmp_path / "responder.log",
+                                  "--coap-port", str(port)).start()
+    root = bundle(tmp_path, identity, 0, pty)
+    config = json.loads((root / "config.json").read_text())
+    config.update(mqtt_host="", coap_host="127.0.0.1", coap_port=port,
+                  meters=config["meters"][:1])
+    (root / "config.json").write_text(json.dumps(config))
+    env = dict(os.environ, GL_FIRMWARE_ROOT=str(root),
+               MICROPYPATH=f"{root}:{mpy.EDGE_DIR}:.frozen")
+    try:
+        wait_until(lambda: "coap ready" in responder.text(), 15, "the CoAP responder")
+        done = subprocess.run([mpy.micropython_binary(), "-X", "heapsize=4m", "-c",
+                               "import boot\nimport app\napp.run(3)"],
+                              cwd=root, env=env, capture_output=True, timeout=60, check=False)
+    finally:
+        responder.kill()
+    text = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 0, text
+    got = harness.arrivals(out)
+    assert not [a for a in got if "error" in a], got
+    assert {a["seq"] for a in got} >= {1, 2, 3} and {a["via"] for a in got} == {"coap"}
