@@ -1,0 +1,121 @@
+"""`ports.Node` over the ledger's consensus engine (`aggregator.engine`, e.g. SoloEngine).
+
+Theory of operation
+-------------------
+The engine is a sans-I/O state machine owned by the event loop.  `submit` asks it for an
+admission verdict (`engine.submit_message`, which runs check_tx and the mempool) and maps
+the `Submission` to an `Admission`; a receipt that comes with the verdict (a re-sent
+committed batch, a replay) goes out at once.  A block task sleeps until
+`engine.next_deadline()` (or until a submission wakes it), calls
+`engine.handle_timeout(now)` and publishes the `Receipt` actions it returns.
+
+    Submission            Admission
+    accepted              accepted (device, seq)
+    duplicate (pending)   rejected mempool.duplicate      CoAP 4.09
+    rejected              rejected with the engine's code
+    full                  overloaded, retry after ceil(retry_after_s) s
+
+The clock is injected (`clock`), as the engine wants `now` passed in.  Verification runs
+inside check_tx on the loop; `app.precheck` in a worker pool is the next step (see
+docs/aggregator-net.md).
+
+Limits
+------
+    RECEIPTS_QUEUE_MAX   4096   receipts not yet taken by the shell; beyond it the newest
+                                is dropped and logged (the device re-sends and the engine
+                                signs its receipt again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aggregator import engine as engine_mod
+
+from .ports import Admission, CommitReceipt
+
+RECEIPTS_QUEUE_MAX = 4096
+CODE_DUPLICATE_PENDING = "mempool.duplicate"
+RECANCEL_S = 0.5
+
+log = logging.getLogger("gridledger.net")
+
+
+def admission_for(sub: engine_mod.Submission) -> Admission:
+    if sub.status == engine_mod.ACCEPTED:
+        return Admission.accepted(sub.device_id, sub.seq)
+    if sub.status == engine_mod.DUPLICATE_PENDING:
+        return Admission.rejected(CODE_DUPLICATE_PENDING, "waiting for a block",
+                                  sub.device_id, sub.seq)
+    if sub.status == engine_mod.FULL:
+        return Admission.overloaded(math.ceil(sub.retry_after_s))
+    return Admission.rejected(sub.code, "", sub.device_id, sub.seq)
+
+
+class EngineNode:
+    def __init__(
+        self, engine: engine_mod.SoloEngine, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._out: asyncio.Queue[CommitReceipt] = asyncio.Queue(RECEIPTS_QUEUE_MAX)
+        self._wake = asyncio.Event()
+        self._blocks: asyncio.Task[None] | None = None
+        self.dropped_receipts = 0
+
+    async def start(self) -> None:
+        self._blocks = asyncio.get_running_loop().create_task(self._cut_blocks())
+
+    async def shutdown(self) -> None:
+        while self._blocks is not None and not self._blocks.done():
+            self._blocks.cancel()
+            await asyncio.wait([self._blocks], timeout=RECANCEL_S)
+        self._blocks = None
+
+    # -- ports.Node ----------------------------------------------------------------------
+
+    async def submit(self, message: bytes, transport: str) -> Admission:
+        sub = self._engine.submit_message(message, self._clock())
+        if sub.receipt is not None:
+            self._emit(CommitReceipt(sub.device_id, sub.receipt))
+        self._wake.set()
+        return admission_for(sub)
+
+    async def receipts(self) -> AsyncIterator[CommitReceipt]:
+        while True:
+            yield await self._out.get()
+
+    def status(self) -> dict[str, object]:
+        return self._engine.status()
+
+    # -- blocks --------------------------------------------------------------------------
+
+    async def _cut_blocks(self) -> None:
+        while True:
+            deadline = self._engine.next_deadline()
+            wait_s = None if deadline is None else max(0.0, deadline - self._clock())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            self._perform(self._engine.handle_timeout(self._clock()))
+
+    def _perform(self, actions: list[engine_mod.Action]) -> None:
+        for action in actions:
+            if isinstance(action, engine_mod.Receipt):
+                self._emit(CommitReceipt(action.device_id, action.data))
+            elif isinstance(action, engine_mod.Committed):
+                log.debug("block.committed", extra={"fields": {
+                    "height": action.block.header.height, "txs": len(action.results)}})
+
+    def _emit(self, item: CommitReceipt) -> None:
+        try:
+            self._out.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped_receipts += 1
+            log.warning("receipt.dropped", extra={"fields": {"device": item.device_id}})

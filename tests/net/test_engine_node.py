@@ -1,0 +1,71 @@
+"""The shell around the real ledger: a solo node directory, CoAP in, signed receipts out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiocoap
+
+from aggregator import node as node_mod
+from aggregator.net.engine_node import EngineNode
+from aggregator.net.server import NodeServer
+from edge import crypto
+from edge.portable import cbor, receipt
+
+from .conftest import Pki, coap_client, coap_post, loopback_config, run
+
+
+@contextlib.asynccontextmanager
+async def ledger_node(
+    pki: Pki, data_dir: Path
+) -> AsyncIterator[tuple[NodeServer, dict[str, bytes]]]:
+    node_mod.init(data_dir, pki.registrar.directory, "gl-net-test", int(time.time()) - 10)
+    opened = node_mod.open_node(data_dir)
+    keys = {v.node_id: v.public_key for v in opened.genesis.validators}
+    node = EngineNode(opened.engine)
+    await node.start()
+    server = NodeServer(node, loopback_config(node_id=opened.node_id))
+    try:
+        await server.start()
+        yield server, keys
+    finally:
+        await server.shutdown()
+        await node.shutdown()
+        opened.store.close()
+
+
+def test_batch_over_coap_is_committed_and_receipted_by_the_ledger(
+    pki: Pki, tmp_path: Path
+) -> None:
+    device = pki.device("gw-ledger")
+    good = device.message(1)
+    tampered = good[:-3] + bytes([good[-3] ^ 0x10]) + good[-2:]
+
+    async def scenario() -> None:
+        async with ledger_node(pki, tmp_path / "node") as (server, keys), coap_client() as cl:
+            port = server.ports["coap"]
+            uri = f"coap://127.0.0.1:{port}/gl/v1/ack/gw-ledger"
+            watch = cl.request(aiocoap.Message(code=aiocoap.GET, uri=uri, observe=0))
+            assert (await watch.response).code == aiocoap.CONTENT
+            updates = aiter(watch.observation)
+            accepted = await coap_post(cl, port, good)
+            assert accepted.code == aiocoap.CHANGED, accepted.payload
+            assert cbor.decode(accepted.payload) == {1: "gw-ledger", 2: 1, 3: "accepted"}
+            rejected = await coap_post(cl, port, tampered)
+            assert rejected.code.dotted == "4.01", rejected.payload
+            assert rejected.payload.startswith(b"cose.signature")
+            notification = await asyncio.wait_for(anext(updates), 10)
+            _, device_id, entries = receipt.verify(notification.payload, keys, crypto.verify)
+            assert device_id == "gw-ledger"
+            assert [(e.seq, e.committed) for e in entries] == [(1, True)]
+            watch.observation.cancel()
+            status = server.node.status()
+            assert status["height"] == 1 and status["batches_committed"] == 1
+            again = await coap_post(cl, port, good)  # a device that lost its receipt
+            assert again.code == aiocoap.CHANGED, again.payload
+
+    run(scenario())
