@@ -186,10 +186,19 @@ class Outbox:
         batch = batch_mod.Batch(self.device_id, seq, now_s, clock_synced, groups)
         message = batch_mod.sign(batch, sign_fn, kcwt)
         if len(message) > COAP_DATAGRAM_BYTES:
-            self._count("batches_oversize", {"seq": seq, "bytes": len(message)})
+            self._oversize(seq, len(message))
         self.store.append(seq, message, now_s)
         self._count("batches_made")
         return seq
+
+    def _oversize(self, seq: int, size: int) -> None:
+        """Counted every time, reported the 1st, 2nd, 4th, 8th... time: a gateway whose
+        every batch is oversize would otherwise fill its log with one fact."""
+        self.counters["batches_oversize"] += 1
+        count = self.counters["batches_oversize"]
+        if count & (count - 1) == 0:
+            self.events.append(("batches_oversize", {"seq": seq, "bytes": size,
+                                                     "count": count}))
 
     def _room(self, now_s: int) -> bool:
         depth = self.store.depth()

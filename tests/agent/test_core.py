@@ -165,3 +165,12 @@ def test_core_runs_under_micropython_with_identical_bytes() -> None:
         g = [MeterGroup("sdm630-1", 1000 + i, [Record("1-0:1.8.0", 1000 + i, "J")])]
         outbox.make(g, 1000 + i, True, KEY.sign)
     assert out[6] == "msg " + (store.get(2) or b"").hex()
+
+
+def test_oversize_batches_are_counted_always_and_reported_sparsely() -> None:
+    outbox = agent.Outbox(DEVICE, agent.MemoryStore(), 100)
+    kcwt = bytes(1000)  # a certificate this big makes every batch oversize
+    for i in range(9):
+        outbox.make(groups(1000 + i), 1000 + i, True, KEY.sign, kcwt)
+    reported = [e["count"] for n, e in outbox.pop_events() if n == "batches_oversize"]
+    assert outbox.counters["batches_oversize"] == 9 and reported == [1, 2, 4, 8]
