@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.agent import harness
-from tests.agent.conftest import Mosquitto, wait_until
+from tests.agent.conftest import Mosquitto, free_port, wait_until
 
 
 def confirmed(state_dir: Path) -> int:
@@ -126,3 +126,26 @@ def test_kill_9_mid_burst_and_broker_down_lose_and_reuse_no_seq(
     reused = {seq: shas for seq, shas in by_seq.items() if len(shas) > 1}
     assert not reused, f"seqs signed twice with different content: {reused} seed={seed}"
     assert confirmed(state) == last_seq and depth == 0
+
+
+def test_full_queue_drops_newest_with_a_log_line_and_a_counter(
+        tmp_path: Path, sims: harness.Sims) -> None:
+    identity = harness.make_identity(tmp_path)
+    modbus = sims.start(tmp_path, "--profile", "sdm120", "--tcp", "127.0.0.1:0")
+    state = tmp_path / "state"
+    nobody = f"mqtt://127.0.0.1:{free_port()}"  # no broker: nothing is ever confirmed
+    argv = harness.agent_argv(identity, state, [f"sdm120@tcp://{modbus}?unit=1"], "--mqtt",
+                              nobody, "--interval-s", "0.05", "--queue-limit", "5")
+    agent = harness.Process(argv, tmp_path / "agent.log").start()
+    try:
+        wait_until(lambda: "batches_dropped_newest" in agent.text(), 30, "a full queue")
+        code = agent.terminate()
+    finally:
+        agent.kill()
+    assert code == 0, agent.text()
+    assert queued(state) == (5, 5)  # no seq was spent on a dropped batch
+    doc = harness.status(state)
+    assert doc["agent"]["outbox"]["counters"]["batches_dropped_newest"] >= 1
+    dropped = [e for e in harness.log_events(agent.text())
+               if e["event"] == "batches_dropped_newest"]
+    assert dropped and dropped[0]["level"] == "warning" and dropped[0]["depth"] == 5
