@@ -146,6 +146,7 @@ class Firmware:
               "heap", gc.mem_alloc(), "statuses", [g.status() for g in groups])
 
     def step(self) -> None:
+        self.board.maintain()
         now_s = self.board.now_s()
         if self.schedule.due(now_s):
             self.schedule.advance(now_s)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 WIFI_TIMEOUT_MS = 15000
+# The RTC drifts by seconds a day; an hourly SNTP sync keeps batch times honest.
+RESYNC_EVERY_MS = 3600_000
+# Joining blocks the loop for up to WIFI_TIMEOUT_MS; meters still need reading meanwhile.
+REJOIN_EVERY_MS = 60_000
 
 
 class Rs485Uart:
@@ -44,25 +48,41 @@ class Board:
 
     def __init__(self) -> None:
         self.synced = False
+        self.synced_at = time.ticks_ms()
+        self.joined_at = time.ticks_ms()
+        self.wlan = network.WLAN(network.STA_IF)
 
     def boot(self) -> None:
-        cfg = config_mod.load(self.root)
-        wlan = network.WLAN(network.STA_IF)
-        wlan.active(True)
-        if not wlan.isconnected():
-            wlan.connect(cfg["wifi_ssid"], cfg["wifi_password"])
-            start = time.ticks_ms()
-            while not wlan.isconnected() and time.ticks_diff(time.ticks_ms(),
-                                                             start) < WIFI_TIMEOUT_MS:
-                time.sleep_ms(100)
+        self.join()
         self.sync_clock()
 
+    def join(self) -> None:
+        cfg = config_mod.load(self.root)
+        self.joined_at = time.ticks_ms()
+        self.wlan.active(True)
+        if self.wlan.isconnected():
+            return
+        self.wlan.connect(cfg["wifi_ssid"], cfg["wifi_password"])
+        start = time.ticks_ms()
+        while not self.wlan.isconnected() and time.ticks_diff(time.ticks_ms(),
+                                                              start) < WIFI_TIMEOUT_MS:
+            time.sleep_ms(100)
+
     def sync_clock(self) -> None:
+        self.synced_at = time.ticks_ms()
         try:
             ntptime.settime()
             self.synced = True
         except OSError:
             pass  # batches say clock unsynced until a later try works
+
+    def maintain(self) -> None:
+        """Once a loop: rejoin Wi-Fi if it dropped (once a minute), re-sync the clock hourly."""
+        if not self.wlan.isconnected() and time.ticks_diff(time.ticks_ms(),
+                                                           self.joined_at) >= REJOIN_EVERY_MS:
+            self.join()
+        if time.ticks_diff(time.ticks_ms(), self.synced_at) >= RESYNC_EVERY_MS:
+            self.sync_clock()
 
     def uart(self, settings: "dict[str, Any]") -> Rs485Uart:
         return Rs485Uart(settings)

@@ -38,6 +38,9 @@ class Board:
     def boot(self) -> None:
         pass
 
+    def maintain(self) -> None:
+        pass  # the host keeps its own network and clock
+
     def uart(self, settings: "dict[str, Any]") -> PtyUart:
         return PtyUart(settings["port"])
 
