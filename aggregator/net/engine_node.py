@@ -15,9 +15,11 @@ committed batch, a replay) goes out at once.  A block task sleeps until
     rejected              rejected with the engine's code
     full                  overloaded, retry after ceil(retry_after_s) s
 
-The clock is injected (`clock`), as the engine wants `now` passed in.  Verification runs
-inside check_tx on the loop; `app.precheck` in a worker pool is the next step (see
-docs/aggregator-net.md).
+The clock is injected (`clock`), as the engine wants `now` passed in.  Without a pool,
+verification runs inside check_tx on the loop.  `EngineNode.with_pool` first runs
+`app.precheck` (parsing and both ES256 checks, no state) through a `BatchingPool` on two
+worker processes, windowed like the BatchingVerifier, and hands the result to
+check_tx, which then does only what needs the state (registry, revocation, replay).
 
 Limits
 ------
@@ -33,11 +35,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
+from aggregator import app as app_mod
 from aggregator import engine as engine_mod
+from edge import crypto
 
-from .ports import Admission, CommitReceipt
+from .ports import MESSAGE_BYTES_MAX, Admission, CommitReceipt
+from .verifier import WORKERS, BatchingPool
 
 RECEIPTS_QUEUE_MAX = 4096
 CODE_DUPLICATE_PENDING = "mempool.duplicate"
@@ -57,18 +62,47 @@ def admission_for(sub: engine_mod.Submission) -> Admission:
     return Admission.rejected(sub.code, "", sub.device_id, sub.seq)
 
 
+def precheck_many(
+    messages: Sequence[bytes], registrar_public_key: bytes, now_s: int, revoked: frozenset[str]
+) -> list[app_mod.Prechecked | None]:
+    """`app.precheck` of a window of messages, in a worker process (revocation is the
+    application's business, from its registry, so `revoked` is not used here)."""
+    return [app_mod.precheck(m, registrar_public_key, now_s, crypto.verify) for m in messages]
+
+
+def _no_precheck(reason: str) -> app_mod.Prechecked | None:
+    return None  # check_tx then verifies on its own
+
+
 class EngineNode:
     def __init__(
-        self, engine: engine_mod.SoloEngine, clock: Callable[[], float] = time.time
+        self,
+        engine: engine_mod.SoloEngine,
+        clock: Callable[[], float] = time.time,
+        precheck_pool: BatchingPool[app_mod.Prechecked | None] | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
+        self._prechecks = precheck_pool
         self._out: asyncio.Queue[CommitReceipt] = asyncio.Queue(RECEIPTS_QUEUE_MAX)
         self._wake = asyncio.Event()
         self._blocks: asyncio.Task[None] | None = None
         self.dropped_receipts = 0
+        self.prechecked = 0
+
+    @classmethod
+    def with_pool(
+        cls, engine: engine_mod.SoloEngine, registrar_public_key: bytes,
+        clock: Callable[[], float] = time.time, workers: int = WORKERS,
+    ) -> EngineNode:
+        """An EngineNode whose signature checks run windowed in `workers` processes."""
+        pool = BatchingPool(precheck_many, _no_precheck, registrar_public_key, clock,
+                            workers=workers)
+        return cls(engine, clock, pool)
 
     async def start(self) -> None:
+        if self._prechecks is not None:
+            await self._prechecks.start()
         self._blocks = asyncio.get_running_loop().create_task(self._cut_blocks())
 
     async def shutdown(self) -> None:
@@ -76,11 +110,17 @@ class EngineNode:
             self._blocks.cancel()
             await asyncio.wait([self._blocks], timeout=RECANCEL_S)
         self._blocks = None
+        if self._prechecks is not None:
+            await self._prechecks.shutdown()
 
     # -- ports.Node ----------------------------------------------------------------------
 
     async def submit(self, message: bytes, transport: str) -> Admission:
-        sub = self._engine.submit_message(message, self._clock())
+        prechecked = None
+        if self._prechecks is not None and len(message) <= MESSAGE_BYTES_MAX:
+            prechecked = await self._prechecks.run(message)
+            self.prechecked += prechecked is not None
+        sub = self._engine.submit_message(message, self._clock(), prechecked)
         if sub.receipt is not None:
             self._emit(CommitReceipt(sub.device_id, sub.receipt))
         self._wake.set()

@@ -37,6 +37,7 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from edge import crypto
 from edge.portable import verify as verify_mod
@@ -44,6 +45,7 @@ from edge.portable.errors import GridLedgerError
 
 from .ports import CODE_NODE
 
+R = TypeVar("R")
 WINDOW_MS = 2
 BATCH_MAX = 128
 WORKERS = 2
@@ -112,11 +114,21 @@ class InlineVerifier:
         return check(message, self._key, int(self._clock()), self._revoked())
 
 
-class BatchingVerifier:
-    """Collects messages for `window_ms` and verifies them in a pool of `workers`."""
+Work = Callable[[Sequence[bytes], bytes, int, frozenset[str]], list[R]]
+
+
+class BatchingPool(Generic[R]):
+    """Collects messages for `window_ms` and runs `work` on them in a pool of `workers`.
+
+    `work(messages, registrar key, now_s, revoked)` must be a module-level function (the
+    pool pickles it) returning one result per message; `failed(reason)` stands in for the
+    results of a chunk the pool could not run.
+    """
 
     def __init__(
         self,
+        work: Work[R],
+        failed: Callable[[str], R],
         registrar_public_key: bytes,
         clock: Callable[[], float] = time.time,
         revoked: Callable[[], frozenset[str]] = frozenset,
@@ -124,13 +136,15 @@ class BatchingVerifier:
         window_ms: float = WINDOW_MS,
         batch_max: int = BATCH_MAX,
     ) -> None:
+        self._work = work
+        self._failed = failed
         self._key = registrar_public_key
         self._clock = clock
         self._revoked = revoked
         self._workers = workers
         self._window_s = window_ms / 1000
         self._batch_max = batch_max
-        self._pending: list[tuple[bytes, asyncio.Future[Checked]]] = []
+        self._pending: list[tuple[bytes, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -160,10 +174,10 @@ class BatchingVerifier:
             pool, self._pool = self._pool, None
             await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
 
-    async def verify(self, message: bytes) -> Checked:
+    async def run(self, message: bytes) -> R:
         if self._pool is None:
-            raise RuntimeError("BatchingVerifier.verify before start()")
-        future: asyncio.Future[Checked] = asyncio.get_running_loop().create_future()
+            raise RuntimeError("BatchingPool.run before start()")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((message, future))
         if len(self._pending) >= self._batch_max:
             self._flush()
@@ -185,28 +199,52 @@ class BatchingVerifier:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, chunk: list[tuple[bytes, asyncio.Future[Checked]]]) -> None:
+    async def _run(self, chunk: list[tuple[bytes, asyncio.Future[R]]]) -> None:
         messages = [message for message, _ in chunk]
         now_s = int(self._clock())
         loop = asyncio.get_running_loop()
         try:
             assert self._pool is not None
             results = await loop.run_in_executor(
-                self._pool, check_many, messages, self._key, now_s, self._revoked()
+                self._pool, self._work, messages, self._key, now_s, self._revoked()
             )
         except Exception as exc:  # the pool broke (a worker died): fail these, not the node
+            log.warning("pool.chunk_failed", extra={"fields": {"error": repr(exc)}})
             if isinstance(exc, concurrent.futures.process.BrokenProcessPool) and self._pool:
                 log.error("verifier.pool_broken", extra={"fields": {"error": str(exc)}})
                 broken, self._pool = self._pool, self._new_pool()
                 broken.shutdown(wait=False)
             for _, future in chunk:
                 if not future.done():
-                    future.set_result(Checked(False, code=CODE_NODE, reason=type(exc).__name__))
+                    future.set_result(self._failed(type(exc).__name__))
             return
         self.checked += len(results)
         for (_, future), result in zip(chunk, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+def _failed_check(reason: str) -> Checked:
+    return Checked(False, code=CODE_NODE, reason=reason)
+
+
+class BatchingVerifier(BatchingPool[Checked]):
+    """A `BatchingPool` of full checks (`check_many`)."""
+
+    def __init__(
+        self,
+        registrar_public_key: bytes,
+        clock: Callable[[], float] = time.time,
+        revoked: Callable[[], frozenset[str]] = frozenset,
+        workers: int = WORKERS,
+        window_ms: float = WINDOW_MS,
+        batch_max: int = BATCH_MAX,
+    ) -> None:
+        super().__init__(check_many, _failed_check, registrar_public_key, clock, revoked,
+                         workers, window_ms, batch_max)
+
+    async def verify(self, message: bytes) -> Checked:
+        return await self.run(message)
 
 
 # -- measurement -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiocoap
+import pytest
 
 from aggregator import node as node_mod
 from aggregator.net.engine_node import EngineNode
@@ -21,12 +22,15 @@ from .conftest import Pki, coap_client, coap_post, loopback_config, run
 
 @contextlib.asynccontextmanager
 async def ledger_node(
-    pki: Pki, data_dir: Path
+    pki: Pki, data_dir: Path, pooled: bool
 ) -> AsyncIterator[tuple[NodeServer, dict[str, bytes]]]:
     node_mod.init(data_dir, pki.registrar.directory, "gl-net-test", int(time.time()) - 10)
     opened = node_mod.open_node(data_dir)
     keys = {v.node_id: v.public_key for v in opened.genesis.validators}
-    node = EngineNode(opened.engine)
+    if pooled:
+        node = EngineNode.with_pool(opened.engine, opened.genesis.registrar_public_key)
+    else:
+        node = EngineNode(opened.engine)
     await node.start()
     server = NodeServer(node, loopback_config(node_id=opened.node_id))
     try:
@@ -38,15 +42,17 @@ async def ledger_node(
         opened.store.close()
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["inline", "precheck-pool"])
 def test_batch_over_coap_is_committed_and_receipted_by_the_ledger(
-    pki: Pki, tmp_path: Path
+    pki: Pki, tmp_path: Path, pooled: bool
 ) -> None:
     device = pki.device("gw-ledger")
     good = device.message(1)
     tampered = good[:-3] + bytes([good[-3] ^ 0x10]) + good[-2:]
 
     async def scenario() -> None:
-        async with ledger_node(pki, tmp_path / "node") as (server, keys), coap_client() as cl:
+        async with ledger_node(pki, tmp_path / "node", pooled) as (server, keys), \
+                coap_client() as cl:
             port = server.ports["coap"]
             uri = f"coap://127.0.0.1:{port}/gl/v1/ack/gw-ledger"
             watch = cl.request(aiocoap.Message(code=aiocoap.GET, uri=uri, observe=0))
@@ -67,5 +73,7 @@ def test_batch_over_coap_is_committed_and_receipted_by_the_ledger(
             assert status["height"] == 1 and status["batches_committed"] == 1
             again = await coap_post(cl, port, good)  # a device that lost its receipt
             assert again.code == aiocoap.CHANGED, again.payload
+            if pooled:  # both goods were prechecked; the tampered one does not verify
+                assert isinstance(server.node, EngineNode) and server.node.prechecked == 2
 
     run(scenario())
