@@ -190,10 +190,14 @@ class Exchange:
         """True when the shell must send the datagram again."""
         if self.done():
             return False
-        if now_s >= self._give_up_s:
-            self.error = CoapTimeoutError("no answer after " + str(MAX_RETRANSMIT) + " resends")
+        if self.acked:  # waiting for a separate response, up to the exchange lifetime
+            if now_s >= self._give_up_s:
+                self.error = CoapTimeoutError("no separate response")
             return False
-        if self.acked or now_s < self._deadline_s:
+        if now_s < self._deadline_s:
+            return False
+        if self.resends >= MAX_RETRANSMIT:  # counted, not summed: floats drift
+            self.error = CoapTimeoutError("no answer after " + str(MAX_RETRANSMIT) + " resends")
             return False
         self.resends += 1
         self._timeout_s *= 2
