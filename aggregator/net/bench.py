@@ -3,9 +3,10 @@
 A separate publisher process (paho-mqtt) pushes `count` pre-signed batches at QoS 1 to a
 Mosquitto started for the run, with `max_queued_messages` raised (Mosquitto's default of
 1000 queued QoS 1 messages per client would drop the backlog the node holds back).  The
-node runs the in-memory twin with either the inline verifier (verification on the event
-loop) or the batching verifier (2 worker processes); the clock runs from the first
-message in to the last one admitted.
+node is the in-memory twin with the inline verifier (verification on the event loop) or
+the batching verifier (2 worker processes), or the real solo ledger (`EngineNode`, SQLite
+in a temporary directory) without or with the precheck pool; the clock runs from the
+first message in to the last one answered.
 
     python -m aggregator.net.bench [--count 4000] [--mosquitto /usr/sbin/mosquitto]
 """
@@ -20,15 +21,20 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from aggregator import node as node_mod
 from edge import crypto
 
+from .engine_node import EngineNode
 from .server import NetConfig, NodeServer
 from .twin import TwinNode
 from .verifier import BatchingVerifier, InlineVerifier, _sample_messages
 
 POLL_S = 0.005
+# twin node with inline or pooled verification; the real solo ledger likewise
+MODES = ("inline", "pool", "engine-inline", "engine-pool")
 DEADLINE_S = 120.0
 
 
@@ -54,10 +60,38 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _run_mode(mode: str, key: bytes, messages: list[bytes], port: int) -> float:
+def _twin(mode: str, key: bytes, count: int) -> TwinNode:
     verifier = InlineVerifier(key) if mode == "inline" else BatchingVerifier(key)
-    node = TwinNode(key, crypto.SigningKey.generate(), verifier=verifier,
-                    mempool_max=len(messages) + 1)
+    return TwinNode(key, crypto.SigningKey.generate(), verifier=verifier, mempool_max=count + 1)
+
+
+def _engine_node(mode: str, key: bytes, directory: Path) -> tuple[EngineNode, Callable[[], None]]:
+    """A real solo ledger in `directory`, for the registrar `key`."""
+    ca_dir = directory / "ca"
+    ca_dir.mkdir()
+    (ca_dir / "registrar.pub").write_bytes(crypto.public_key_to_pem(key))
+    node_mod.init(directory / "node", ca_dir, "gl-bench", int(time.time()) - 10)
+    opened = node_mod.open_node(directory / "node")
+    if mode == "engine-pool":
+        return EngineNode.with_pool(opened.engine, key), opened.store.close
+    return EngineNode(opened.engine), opened.store.close
+
+
+async def _run_mode(mode: str, key: bytes, messages: list[bytes], port: int) -> float:
+    with tempfile.TemporaryDirectory() as directory:
+        node: TwinNode | EngineNode
+        if mode.startswith("engine"):
+            node, close = _engine_node(mode, key, Path(directory))
+        else:
+            node, close = _twin(mode, key, len(messages)), (lambda: None)
+        try:
+            return await _measure(node, mode, messages, port)
+        finally:
+            close()
+
+
+async def _measure(node: TwinNode | EngineNode, mode: str, messages: list[bytes],
+                   port: int) -> float:
     config = NetConfig(coap_port=0, http_port=0, mqtt_url=f"mqtt://127.0.0.1:{port}",
                        node_id=f"bench-{mode}", seed=1)
     await node.start()
@@ -80,15 +114,23 @@ async def _run_mode(mode: str, key: bytes, messages: list[bytes], port: int) -> 
                 raise RuntimeError("no message arrived from the publisher")
             await asyncio.sleep(POLL_S)
         started = time.perf_counter()
-        accepted = {"transport": "mqtt", "outcome": "accepted"}
+        def answered() -> float:
+            return sum(sample("gl_net_admissions_total", {"transport": "mqtt", "outcome": o})
+                       for o in ("accepted", "rejected"))
+
         deadline = started + DEADLINE_S
-        while sample("gl_net_admissions_total", accepted) < len(messages):
+        while answered() < len(messages):
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"only {sample('gl_net_admissions_total', accepted):.0f} "
-                                   f"of {len(messages)} admitted in {DEADLINE_S} s")
+                raise RuntimeError(f"only {answered():.0f} of {len(messages)} answered "
+                                   f"in {DEADLINE_S} s")
             await asyncio.sleep(POLL_S)
         elapsed = time.perf_counter() - started
         await asyncio.to_thread(publisher.join, 60)
+        rejected = sample("gl_net_admissions_total", {"transport": "mqtt", "outcome": "rejected"})
+        if rejected:
+            codes = [line for line in server.metrics.render().decode().splitlines()
+                     if line.startswith("gl_net_rejects_total{")]
+            print(json.dumps({"mode": mode, "rejected": rejected, "codes": codes}))
         return len(messages) / elapsed
     finally:
         await server.shutdown()
@@ -106,11 +148,10 @@ def measure(count: int, mosquitto: str) -> dict[str, float]:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(0.3)  # a benchmark, not a test: the broker's start-up is not timed
-            return {
-                "messages": count,
-                "inline_per_s": asyncio.run(_run_mode("inline", key, messages, port)),
-                "pool_per_s": asyncio.run(_run_mode("pool", key, messages, port)),
-            }
+            rates: dict[str, float] = {"messages": count}
+            for mode in MODES:
+                rates[f"{mode}_per_s"] = asyncio.run(_run_mode(mode, key, messages, port))
+            return rates
         finally:
             broker.terminate()
             broker.wait(10)

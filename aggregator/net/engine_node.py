@@ -20,6 +20,9 @@ verification runs inside check_tx on the loop.  `EngineNode.with_pool` first run
 `app.precheck` (parsing and both ES256 checks, no state) through a `BatchingPool` on two
 worker processes, windowed like the BatchingVerifier, and hands the result to
 check_tx, which then does only what needs the state (registry, revocation, replay).
+Prechecks finish in any order (chunks on two workers), so messages are admitted strictly
+in arrival order through a small reorder queue: a device's seq n+1 must not reach
+check_tx before seq n, or n would be refused as a replay.
 
 Limits
 ------
@@ -35,6 +38,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aggregator import app as app_mod
@@ -74,6 +78,17 @@ def _no_precheck(reason: str) -> app_mod.Prechecked | None:
     return None  # check_tx then verifies on its own
 
 
+class _Slot:
+    """A message between arrival and admission (`EngineNode` with a precheck pool)."""
+
+    def __init__(self, message: bytes, admission: asyncio.Future[Admission]) -> None:
+        self.message = message
+        self.admission = admission
+        self.prechecked: app_mod.Prechecked | None = None
+        self.ready = False
+        self.abandoned = False
+
+
 class EngineNode:
     def __init__(
         self,
@@ -84,6 +99,7 @@ class EngineNode:
         self._engine = engine
         self._clock = clock
         self._prechecks = precheck_pool
+        self._order: deque[_Slot] = deque()
         self._out: asyncio.Queue[CommitReceipt] = asyncio.Queue(RECEIPTS_QUEUE_MAX)
         self._wake = asyncio.Event()
         self._blocks: asyncio.Task[None] | None = None
@@ -116,10 +132,34 @@ class EngineNode:
     # -- ports.Node ----------------------------------------------------------------------
 
     async def submit(self, message: bytes, transport: str) -> Admission:
-        prechecked = None
-        if self._prechecks is not None and len(message) <= MESSAGE_BYTES_MAX:
-            prechecked = await self._prechecks.run(message)
-            self.prechecked += prechecked is not None
+        if self._prechecks is None:
+            return self._admit(message, None)
+        slot = _Slot(message, asyncio.get_running_loop().create_future())
+        self._order.append(slot)
+        try:
+            if len(message) <= MESSAGE_BYTES_MAX:
+                slot.prechecked = await self._prechecks.run(message)
+                self.prechecked += slot.prechecked is not None
+        except BaseException:
+            slot.abandoned = True
+            raise
+        finally:
+            slot.ready = True
+            self._admit_in_order()
+        return await slot.admission
+
+    def _admit_in_order(self) -> None:
+        """Admit finished prechecks in arrival order: the pool's chunks finish in any
+        order, and a device's seq n+1 admitted before seq n would make n a replay."""
+        while self._order and self._order[0].ready:
+            slot = self._order.popleft()
+            if slot.abandoned:
+                continue
+            admission = self._admit(slot.message, slot.prechecked)
+            if not slot.admission.done():
+                slot.admission.set_result(admission)
+
+    def _admit(self, message: bytes, prechecked: app_mod.Prechecked | None) -> Admission:
         sub = self._engine.submit_message(message, self._clock(), prechecked)
         if sub.receipt is not None:
             self._emit(CommitReceipt(sub.device_id, sub.receipt))

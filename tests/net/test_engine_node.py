@@ -77,3 +77,45 @@ def test_batch_over_coap_is_committed_and_receipted_by_the_ledger(
                 assert isinstance(server.node, EngineNode) and server.node.prechecked == 2
 
     run(scenario())
+
+
+def test_pooled_prechecks_admit_in_arrival_order(pki: Pki, tmp_path: Path) -> None:
+    """Prechecks finish in any order; a device's seqs must still reach check_tx in order,
+    or an earlier seq would be refused as a replay once a later one is committed."""
+    device = pki.device("gw-order")
+    messages = [device.message(seq) for seq in range(1, 21)]
+
+    class ReversePool:
+        """Finishes the prechecks in the reverse of their arrival order."""
+
+        async def start(self) -> None: ...
+
+        async def shutdown(self) -> None: ...
+
+        async def run(self, message: bytes) -> None:
+            await asyncio.sleep(0.002 * (len(messages) - messages.index(message)))
+
+    async def scenario() -> tuple[list[int], list[str]]:
+        data_dir = tmp_path / "node"
+        node_mod.init(data_dir, pki.registrar.directory, "gl-order", int(time.time()) - 10)
+        opened = node_mod.open_node(data_dir)
+        seen: list[int] = []
+        submit_message = opened.engine.submit_message
+
+        def recording(message: bytes, now_s: float, prechecked: object = None) -> object:
+            seen.append(messages.index(message) + 1)
+            return submit_message(message, now_s, prechecked)  # type: ignore[arg-type]
+
+        opened.engine.submit_message = recording  # type: ignore[assignment,method-assign]
+        node = EngineNode(opened.engine, precheck_pool=ReversePool())  # type: ignore[arg-type]
+        await node.start()
+        try:
+            answers = await asyncio.gather(*(node.submit(m, "mqtt") for m in messages))
+        finally:
+            await node.shutdown()
+            opened.store.close()
+        return seen, [a.outcome for a in answers]
+
+    seen, outcomes = run(scenario())
+    assert seen == list(range(1, 21))
+    assert outcomes == ["accepted"] * len(messages)
