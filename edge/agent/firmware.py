@@ -2,8 +2,9 @@
 
 The board gets each meter's register map already planned (edge.meters.plan), as lists
 of [function, address, count, [[obis, unit, offset, dtype, word_order, byte_order,
-scale], ...]], so it needs neither a TOML parser nor the planner.  Only Modbus meters
-with register quantities are supported on the board (no P1 there yet).
+scale], ...]], so it needs neither a TOML parser nor the planner.  A DSMR meter gets
+its P1 map: [obis, telegram obis, unit] per quantity and [obis, [parts], unit] per sum,
+and its own UART (RX only, inverted).
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ def meter_map(profile_name: str, unit: int, meter_id: str) -> dict[str, Any]:
                        q.byte_order, q.scale] for q in block.quantities]
         blocks.append([block.function, block.address, block.count, quantities])
     return {"id": meter_id, "unit": unit, "profile": profile_name, "blocks": blocks}
+
+
+def p1_map(profile_name: str, meter_id: str, uart: dict[str, Any]) -> dict[str, Any]:
+    profile = profiles.load(profile_name)
+    if profile.protocol != "dsmr":
+        raise LocalProtocolError(f"{profile_name}: not a P1 (DSMR) profile")
+    quantities = [[q.obis, q.source or q.obis, q.unit] for q in profile.quantities
+                  if not q.sum_of]
+    sums = [[q.obis, list(q.sum_of), q.unit] for q in profile.quantities if q.sum_of]
+    stale_s = max(30.0, 3 * profile.dsmr_interval_s)
+    return {"id": meter_id, "profile": profile_name, "uart": uart,
+            "p1": {"quantities": quantities, "sums": sums, "stale_s": stale_s}}
 
 
 def device_config(device_id: str, node_keys: dict[str, bytes], mqtt_host: str,

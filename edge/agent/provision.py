@@ -32,7 +32,7 @@ from typing import Any
 from certs.registrar import Registrar
 from edge import crypto
 from edge.agent.config import ConfigError, parse_meter_url
-from edge.agent.firmware import FIRMWARE_FILES, device_config, meter_map
+from edge.agent.firmware import FIRMWARE_FILES, device_config, meter_map, p1_map
 from edge.portable.errors import GridLedgerError
 from gridledger import genesis as genesis_mod
 from gridledger.output import SubParsers
@@ -59,12 +59,14 @@ def add_commands(commands: SubParsers) -> None:
     p.add_argument("--mqtt", default="", help="mqtt://HOST[:PORT]")
     p.add_argument("--coap", default="", help="coap://HOST[:PORT], as well as or instead of MQTT")
     p.add_argument("--meter", action="append", required=True,
-                   help="PROFILE@serial://UART?unit=N[&id=SERIAL], Modbus meters")
+                   help="PROFILE@serial:///uartN?unit=N[&id=SERIAL]: Modbus RTU or P1")
     p.add_argument("--public-key", type=Path, help="PEM public key of a secure element")
     p.add_argument("--interval-s", type=float, default=15.0)
     p.add_argument("--queue-limit", type=int, default=256)
     p.add_argument("--uart", default="2:17:16:4", metavar="ID:TX:RX:DE",
                    help="ESP32 UART id and pins for RS-485 (default 2:17:16:4)")
+    p.add_argument("--p1-uart", default="1:18", metavar="ID:RX",
+                   help="ESP32 UART id and RX pin for a P1 port (default 1:18)")
     p.add_argument("--days", type=int, default=730, help="certificate validity")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial port of the board (mpremote)")
@@ -88,7 +90,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def write_bundle(args: argparse.Namespace, out: Path) -> None:
-    meters = [_meter(text) for text in args.meter]
+    meters = [_meter(text, args.p1_uart) for text in args.meter]
     public_key = (crypto.public_key_from_pem(args.public_key.read_bytes(), str(args.public_key))
                   if args.public_key else None)
     issued = Registrar.open(args.ca_dir).issue(args.device_id, int(time.time()), public_key,
@@ -106,12 +108,19 @@ def write_bundle(args: argparse.Namespace, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
 
 
-def _meter(text: str) -> dict[str, Any]:
+def _meter(text: str, p1_uart: str) -> dict[str, Any]:
     spec = parse_meter_url(text)
-    if spec.scheme != "serial" or profiles.load(spec.profile).protocol != "modbus":
-        raise ConfigError(f"meter {text!r}: the ESP32 reads Modbus RTU meters on its UART")
+    profile = profiles.load(spec.profile)
+    if spec.scheme != "serial":
+        raise ConfigError(f"meter {text!r}: the ESP32 reads meters on its UARTs (serial://)")
+    baud = spec.baud or profile.serial.baud
+    if profile.protocol == "dsmr":
+        uart_id, rx = (int(x) for x in p1_uart.split(":"))
+        uart = {"port": spec.address, "uart_id": uart_id, "rx": rx, "baud": baud,
+                "invert_rx": True}
+        return p1_map(spec.profile, spec.meter_id, uart)
     return {**meter_map(spec.profile, spec.unit, spec.meter_id), "port": spec.address,
-            "baud": spec.baud or profiles.load(spec.profile).serial.baud}
+            "baud": baud}
 
 
 def _config(args: argparse.Namespace, meters: list[dict[str, Any]],
@@ -120,9 +129,9 @@ def _config(args: argparse.Namespace, meters: list[dict[str, Any]],
         raise ConfigError("give --mqtt, --coap or both")
     host, port = _mqtt(args.mqtt) if args.mqtt else ("", 0)
     uart_id, tx, rx, de = (int(x) for x in args.uart.split(":"))
-    first = meters[0]
-    uart = {"port": first["port"], "uart_id": uart_id, "tx": tx, "rx": rx, "de": de,
-            "baud": first["baud"], "parity": None, "stop": 1, "timeout_ms": 500}
+    modbus = [m for m in meters if "blocks" in m] or [{"port": "", "baud": 9600}]
+    uart = {"port": modbus[0]["port"], "uart_id": uart_id, "tx": tx, "rx": rx, "de": de,
+            "baud": modbus[0]["baud"], "parity": None, "stop": 1, "timeout_ms": 500}
     ssid, _, password = args.wifi.partition(":")
     node_keys = genesis_mod.load(args.genesis).node_keys()
     config = device_config(args.device_id, node_keys, host, port, uart, meters,

@@ -65,7 +65,8 @@ class Firmware:
                                           self.device_id, coap_sender, self.on_receipt,
                                           random.random)
         uart_cfg = cfg["uart"]
-        self.meters = meters_mod.Meters(brd, brd.uart(uart_cfg), cfg["meters"],
+        modbus_uart = brd.uart(uart_cfg) if any("blocks" in m for m in cfg["meters"]) else None
+        self.meters = meters_mod.Meters(brd, modbus_uart, cfg["meters"],
                                         uart_cfg.get("timeout_ms", 500))
         self.client = None  # type: Any
         self.last_io_s = 0
@@ -148,6 +149,7 @@ class Firmware:
     def step(self) -> None:
         self.board.maintain()
         now_s = self.board.now_s()
+        self.meters.service(now_s)
         if self.schedule.due(now_s):
             self.schedule.advance(now_s)
             self.cycle()

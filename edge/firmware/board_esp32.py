@@ -1,4 +1,4 @@
-"""ESP32: UART with an RS-485 direction pin, Wi-Fi station, SNTP, flash at /.
+"""ESP32: UARTs (RS-485 with a direction pin, P1 inverted), Wi-Fi station, SNTP, flash.
 
 RS-485 is half duplex: the DE/RE pin goes high to drive the bus, the frame is written,
 uart.flush() waits until the last stop bit has left the shift register, and the pin
@@ -27,17 +27,22 @@ REJOIN_EVERY_MS = 60_000
 
 class Rs485Uart:
     def __init__(self, settings: "dict[str, Any]") -> None:
+        # A P1 port has no TX and an inverted RX line (P1 Companion Standard §5.7).
+        invert = machine.UART.INV_RX if settings.get("invert_rx") else 0
         self.uart = machine.UART(settings.get("uart_id", 2), baudrate=settings["baud"],
                                  bits=8, parity=settings.get("parity"),
-                                 stop=settings.get("stop", 1), tx=settings["tx"],
-                                 rx=settings["rx"], timeout=0)
-        self.de = machine.Pin(settings["de"], machine.Pin.OUT, value=0)
+                                 stop=settings.get("stop", 1), tx=settings.get("tx", -1),
+                                 rx=settings["rx"], timeout=0, rxbuf=4096, invert=invert)
+        de = settings.get("de")
+        self.de = None if de is None else machine.Pin(de, machine.Pin.OUT, value=0)
 
     def write(self, data: bytes) -> None:
-        self.de.value(1)
+        if self.de is not None:
+            self.de.value(1)
         self.uart.write(data)
         self.uart.flush()
-        self.de.value(0)
+        if self.de is not None:
+            self.de.value(0)
 
     def read(self) -> bytes:
         return self.uart.read() or b""

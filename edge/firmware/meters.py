@@ -1,14 +1,15 @@
-"""Modbus RTU meters on the board's UART, through the portable codec.
+"""Meters on the board's UARTs, through the portable codecs: Modbus RTU on RS-485 and
+DSMR P1 telegrams.
 
-Each meter's register map arrives planned in config.json (blocks of registers, see
-config.py).  A read is a portable `ReadTransaction`: write the request, feed what the
+Each Modbus meter's register map arrives planned in config.json (blocks of registers,
+see config.py).  A read is a portable `ReadTransaction`: write the request, feed what the
 UART returns, wait out the deadlines.  A failure becomes one status record (timeout,
 crc, exception, truncated, malformed), never an exception out of `read_all`.
 """
 
-from portable import modbus
+from portable import dsmr, modbus
 from portable.batch import MeterGroup, Record
-from portable.errors import RemoteProtocolError
+from portable.errors import FrameError, RemoteProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,6 +19,8 @@ STATUS_OF_CODE = {"frame.crc": "crc", "modbus.exception": "exception",
                   "frame.truncated": "truncated", "modbus.timeout": "timeout"}
 # 3.5 characters of silence at 9600 baud is 4 ms; the sleep granularity is 1 ms.
 SILENCE_MS = 5
+# UART reads per service() call: a 115200-baud P1 port delivers at most ~1 KiB a step.
+MAX_READS_PER_SERVICE = 4096
 
 
 def status_of(error: RemoteProtocolError) -> str:
@@ -35,8 +38,19 @@ class Meters:
         self.timeout_ms = timeout_ms
         self.counters: dict[str, int] = {}
 
+        self.p1: dict[str, P1Meter] = {}
+        for meter in meters:
+            if "p1" in meter:
+                self.p1[meter["id"]] = P1Meter(meter, board.uart(meter["uart"]))
+
+    def service(self, now_s: int) -> None:
+        """Drain the P1 ports (they push whether we listen or not)."""
+        for p1 in self.p1.values():
+            p1.service(now_s)
+
     def read_all(self, now_s: int) -> list[MeterGroup]:
-        return [self.read(meter, now_s) for meter in self.meters]
+        return [self.p1[m["id"]].read(now_s) if m["id"] in self.p1 else self.read(m, now_s)
+                for m in self.meters]
 
     def read(self, meter: "dict[str, Any]", now_s: int) -> MeterGroup:
         records: list[Record] = []
@@ -84,3 +98,57 @@ def _rounded(value: float, unit: str) -> "int | float":
     if unit == "J":
         return round(value)  # integer joules: the same bytes on every interpreter
     return round(value, DECIMALS_BY_UNIT.get(unit, 3))
+
+
+class P1Meter:
+    """A DSMR meter's P1 port: keeps the newest whole telegram; a batch takes it."""
+
+    def __init__(self, meter: "dict[str, Any]", uart: "Any") -> None:
+        self.meter = meter
+        self.uart = uart
+        self.decoder = dsmr.TelegramDecoder()
+        self.latest: dsmr.Telegram | None = None
+        self.latest_s = 0
+        self.failed = ""
+        self.stale_s = meter["p1"].get("stale_s", 30)
+
+    def service(self, now_s: int) -> None:
+        for _ in range(MAX_READS_PER_SERVICE):
+            data = self.uart.read()
+            if not data:
+                break
+            self.decoder.feed(data)
+        while True:
+            try:
+                telegram = self.decoder.next_telegram()
+            except FrameError as error:
+                self.failed = status_of(error)
+                continue
+            if telegram is None:
+                return
+            self.latest, self.latest_s, self.failed = telegram, now_s, ""
+
+    def read(self, now_s: int) -> MeterGroup:
+        self.service(now_s)
+        meter_id = self.meter["id"]
+        if self.failed:
+            return MeterGroup(meter_id, now_s, [Record.status(self.failed)])
+        if self.latest is None or now_s - self.latest_s > self.stale_s:
+            return MeterGroup(meter_id, now_s, [Record.status("timeout")])
+        try:
+            got = dsmr.reading_values(self.latest)
+        except FrameError as error:
+            return MeterGroup(meter_id, now_s, [Record.status(status_of(error))])
+        values: dict[str, float] = {}
+        for obis, source, _unit in self.meter["p1"]["quantities"]:
+            if source in got:
+                values[obis] = got[source][0]
+        for obis, parts, _unit in self.meter["p1"]["sums"]:
+            if all(part in values for part in parts):
+                values[obis] = sum(values[part] for part in parts)
+        units = {q[0]: q[2] for q in self.meter["p1"]["quantities"] + self.meter["p1"]["sums"]}
+        records = [Record(obis, _rounded(values[obis], units[obis]), units[obis])
+                   for obis in sorted(values)]
+        if not records:
+            return MeterGroup(meter_id, now_s, [Record.status("malformed")])
+        return MeterGroup(meter_id, self.latest_s, records)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge import crypto
-from edge.agent.firmware import FIRMWARE_FILES, device_config, meter_map
+from edge.agent.firmware import FIRMWARE_FILES, device_config, meter_map, p1_map
 from gridledger import genesis as genesis_mod
 from tests import mpy
 from tests.agent import harness
@@ -77,17 +77,20 @@ def test_firmware_boots_under_micropython_and_batches_verify(
 
 
 @pytest.mark.micropython
-def test_firmware_coap_uplink_under_micropython(tmp_path: Path, sims: harness.Sims) -> None:
+def test_firmware_coap_uplink_and_p1_meter_under_micropython(
+        tmp_path: Path, sims: harness.Sims) -> None:
     identity = harness.make_identity(tmp_path)
     pty = sims.start(tmp_path, "--profile", "sdm120", "--pty")
+    p1 = sims.start(tmp_path, "--profile", "dsmr5", "--pty", "--interval-s", "0.5")
     port = free_port()
     out = tmp_path / "arrivals.jsonl"
     responder = harness.responder(identity, out, tmp_path / "responder.log",
                                   "--coap-port", str(port)).start()
     root = bundle(tmp_path, identity, 0, pty)
     config = json.loads((root / "config.json").read_text())
+    p1_meter = p1_map("dsmr5", "E0025000000001", {"port": p1, "baud": 115200})
     config.update(mqtt_host="", coap_host="127.0.0.1", coap_port=port,
-                  meters=config["meters"][:1])
+                  meters=[config["meters"][0], p1_meter])
     (root / "config.json").write_text(json.dumps(config))
     env = dict(os.environ, GL_FIRMWARE_ROOT=str(root),
                MICROPYPATH=f"{root}:{mpy.EDGE_DIR}:.frozen")
@@ -103,3 +106,5 @@ def test_firmware_coap_uplink_under_micropython(tmp_path: Path, sims: harness.Si
     got = harness.arrivals(out)
     assert not [a for a in got if "error" in a], got
     assert {a["seq"] for a in got} >= {1, 2, 3} and {a["via"] for a in got} == {"coap"}
+    assert all(a["statuses"]["sdm120-1"] == "ok" for a in got)
+    assert "ok" in {a["statuses"]["E0025000000001"] for a in got}, got

@@ -23,11 +23,13 @@ def test_bundle_boots_and_its_batches_verify(tmp_path: Path, mosquitto: Mosquitt
                                              sims: harness.Sims) -> None:
     identity = harness.make_identity(tmp_path)
     pty = sims.start(tmp_path, "--profile", "sdm630", "--pty", "--units", "3")
+    p1 = sims.start(tmp_path, "--profile", "dsmr5", "--pty", "--interval-s", "0.5")
     bundle = tmp_path / "bundle"
     status = main(["edge", "provision", "--device-id", "gw-0002", "--ca-dir",
                    str(identity.directory / "ca"), "--genesis", str(identity.genesis),
                    "--wifi", "site-net:secret", "--mqtt", mosquitto.url, "--meter",
-                   f"sdm630@serial://{pty}?unit=3&id=SN-0003", "--interval-s", "1",
+                   f"sdm630@serial://{pty}?unit=3&id=SN-0003", "--meter",
+                   f"dsmr5@serial://{p1}?id=E0025000000009", "--interval-s", "1",
                    "--bundle", str(bundle)])
     assert status == 0
     assert stat.S_IMODE((bundle / "device.key").stat().st_mode) == 0o600
@@ -42,7 +44,7 @@ def test_bundle_boots_and_its_batches_verify(tmp_path: Path, mosquitto: Mosquitt
     try:
         wait_until(lambda: "mqtt ready" in responder.text(), 15, "the responder")
         done = subprocess.run([mpy.micropython_binary(), "-X", "heapsize=4m", "-c",
-                               "import boot\nimport app\napp.run(2)"],
+                               "import boot\nimport app\napp.run(3)"],
                               cwd=bundle, env=env, capture_output=True, timeout=60, check=False)
     finally:
         responder.kill()
@@ -50,4 +52,5 @@ def test_bundle_boots_and_its_batches_verify(tmp_path: Path, mosquitto: Mosquitt
     got = harness.arrivals(out)
     assert got and not [a for a in got if "error" in a], got
     assert {a["device"] for a in got} == {"gw-0002"}
-    assert got[0]["statuses"] == {"SN-0003": "ok"}
+    assert all(a["statuses"]["SN-0003"] == "ok" for a in got)
+    assert "ok" in {a["statuses"]["E0025000000009"] for a in got}, got
