@@ -24,6 +24,7 @@ import config as config_mod
 import fstore
 import meters as meters_mod
 from portable import agent, p256
+from portable.errors import LocalProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,8 +46,11 @@ class Firmware:
             key = p256.SigningKey.from_bytes(
                 bytes.fromhex(config_mod.read_text(root, cfg["key_file"])))
             self.sign = key.sign
-        else:
+        elif hasattr(brd, "sign"):
             self.sign = brd.sign  # a secure element signs; the board adapter drives it
+        else:
+            raise LocalProtocolError("config.json names no key_file and this board "
+                                     "adapter has no secure element (board.sign)")
         self.kcwt = config_mod.read_bytes(root, cfg["cert_file"]) if cfg.get("cert_file") else None
         self.node_keys = {k: bytes.fromhex(v) for k, v in cfg["node_keys"].items()}
         self.store = fstore.FlashStore(root)

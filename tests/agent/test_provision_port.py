@@ -75,3 +75,21 @@ def test_port_fails_when_the_board_names_another_device(
     monkeypatch.setenv("FAKE_ID", "gw-9999")
     assert provision(harness.make_identity(tmp_path), tmp_path) != 0
     assert "provision.failed" in capsys.readouterr().err
+
+
+def test_bundle_with_a_secure_element_key_holds_no_private_key(tmp_path: Path) -> None:
+    from edge import crypto
+
+    identity = harness.make_identity(tmp_path)
+    element = crypto.SigningKey.generate()
+    pem = tmp_path / "se.pub"
+    pem.write_bytes(crypto.public_key_to_pem(element.public_key()))
+    bundle = tmp_path / "bundle"
+    assert main(["edge", "provision", "--device-id", "gw-0004", "--ca-dir",
+                 str(identity.directory / "ca"), "--genesis", str(identity.genesis),
+                 "--coap", "coap://10.0.0.2", "--meter", "sdm120@serial:///uart2?unit=1",
+                 "--public-key", str(pem), "--bundle", str(bundle)]) == 0
+    config = json.loads((bundle / "config.json").read_text())
+    assert not (bundle / "device.key").exists() and config["key_file"] == ""
+    assert (config["coap_host"], config["coap_port"], config["mqtt_host"]) == (
+        "10.0.0.2", 5683, "")
