@@ -210,7 +210,7 @@ def configure_json_logging(level: int = logging.INFO) -> None:
 # -- a shell around the in-memory node (manual runs and the signal test) ------------------
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"expected HOST:PORT, got {text!r}")
@@ -224,9 +224,9 @@ async def _run_twin(args: argparse.Namespace) -> None:
     from .twin import TwinNode
 
     node = TwinNode(registrar_public_key(Path(args.registrar)), crypto.SigningKey.generate())
-    coap_host, coap_port = _host_port(args.coap)
-    http_host, http_port = _host_port(args.http)
-    mqtt_host, mqtt_port = _host_port(args.embedded_mqtt)
+    coap_host, coap_port = host_port(args.coap)
+    http_host, http_port = host_port(args.http)
+    mqtt_host, mqtt_port = host_port(args.embedded_mqtt)
     config = NetConfig(coap_host=coap_host, coap_port=coap_port, http_host=http_host,
                        http_port=http_port, mqtt_url=args.mqtt_url,
                        embedded_mqtt_host=mqtt_host, embedded_mqtt_port=mqtt_port)

@@ -1,0 +1,142 @@
+"""`gridledger aggregator run` as a process: ingest over CoAP, commit, SIGTERM, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiocoap
+import pytest
+
+from certs.registrar import Registrar
+from edge import crypto
+from edge.portable import batch as batch_mod
+from edge.portable import receipt as receipt_mod
+from gridledger import genesis as genesis_mod
+
+DEADLINE_S = 60.0
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"node exited {proc.returncode} while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class RunningNode:
+    def __init__(self, data_dir: Path, ca_dir: Path) -> None:
+        self.coap_port = free_port(socket.SOCK_DGRAM)
+        self.http_port = free_port(socket.SOCK_STREAM)
+        mqtt_port = free_port(socket.SOCK_STREAM)
+        self.log = data_dir.parent / "node.log"
+        command = [str(Path(sys.executable).parent / "gridledger"), "aggregator", "run",
+                   "--data-dir", str(data_dir), "--ca-dir", str(ca_dir),
+                   "--coap", f"127.0.0.1:{self.coap_port}",
+                   "--http", f"127.0.0.1:{self.http_port}",
+                   "--embedded-mqtt", f"127.0.0.1:{mqtt_port}"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.status() is not None, "HTTP /v1/status", self.proc)
+
+    def status(self) -> dict[str, object] | None:
+        url = f"http://127.0.0.1:{self.http_port}/v1/status"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return dict(json.loads(answer.read()))
+        except OSError:
+            return None
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=DEADLINE_S)
+
+
+@pytest.fixture
+def registrar(tmp_path: Path) -> Registrar:
+    return Registrar.init(tmp_path / "ca", "test-registrar")
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[list[RunningNode]]:
+    started: list[RunningNode] = []
+    yield started
+    for node in started:
+        if node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+
+def signed_batch(registrar: Registrar, seq: int) -> bytes:
+    now_s = int(time.time())
+    issued = registrar.issue("gw-run-1", now_s - 60, meters=("M-1",), days=1)
+    assert issued.device_key is not None
+    group = batch_mod.MeterGroup("M-1", now_s, [batch_mod.Record("1-0:1.8.0", 3600000, "J")])
+    batch = batch_mod.Batch("gw-run-1", seq, now_s, True, [group])
+    return batch_mod.sign(batch, issued.device_key.sign, issued.certificate)
+
+
+async def post(port: int, message: bytes) -> aiocoap.Message:
+    context = await aiocoap.Context.create_client_context()
+    try:
+        request = aiocoap.Message(code=aiocoap.POST, payload=message,
+                                  uri=f"coap://127.0.0.1:{port}/gl/v1/up", content_format=18)
+        return await asyncio.wait_for(context.request(request).response, DEADLINE_S)
+    finally:
+        await context.shutdown()
+
+
+async def get_receipt(port: int) -> bytes:
+    context = await aiocoap.Context.create_client_context()
+    try:
+        request = aiocoap.Message(code=aiocoap.GET,
+                                  uri=f"coap://127.0.0.1:{port}/gl/v1/ack/gw-run-1")
+        answer = await asyncio.wait_for(context.request(request).response, DEADLINE_S)
+        return bytes(answer.payload)
+    finally:
+        await context.shutdown()
+
+
+def test_run_commits_over_coap_stops_on_sigterm_and_resumes(
+    tmp_path: Path, registrar: Registrar, nodes: list[RunningNode]
+) -> None:
+    data_dir = tmp_path / "node"
+    node = RunningNode(data_dir, tmp_path / "ca")
+    nodes.append(node)
+    answer = asyncio.run(post(node.coap_port, signed_batch(registrar, 1)))
+    assert str(answer.code) == "2.04 Changed", answer.payload
+    wait_for(lambda: (node.status() or {}).get("batches_committed") == 1, "a commit", node.proc)
+    genesis = genesis_mod.load(data_dir / "genesis.json")
+    receipt = asyncio.run(get_receipt(node.coap_port))
+    _, device, entries = receipt_mod.verify(receipt, genesis.node_keys(), crypto.verify)
+    assert device == "gw-run-1" and entries[0].committed and entries[0].seq == 1
+    assert node.stop() == 0
+
+    again = RunningNode(data_dir, tmp_path / "ca")
+    nodes.append(again)
+    status = again.status() or {}
+    assert status.get("height") == 1 and status.get("batches_committed") == 1
+    tampered = bytearray(signed_batch(registrar, 2))
+    tampered[-1] ^= 1
+    refused = asyncio.run(post(again.coap_port, bytes(tampered)))
+    assert str(refused.code).startswith("4.01"), refused.code
+    assert b"cose.signature" in refused.payload
+    assert again.stop() == 0
+
