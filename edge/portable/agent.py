@@ -179,11 +179,17 @@ class Outbox:
         self, groups: "list[batch_mod.MeterGroup]", now_s: int, clock_synced: bool,
         sign_fn: "Callable[[bytes], bytes]", kcwt: "bytes | None" = None,
     ) -> "int | None":
-        """Queue a signed batch of `groups`; its seq, or None when the policy skipped it."""
+        """Queue a signed batch of `groups`; its seq, or None when the policy skipped it.
+
+        The certificate (`kcwt`) travels only until a batch of ours is committed: the
+        ledger enrolled the device on first sight, and leaving the ~240 bytes out keeps
+        more meters within one CoAP datagram."""
         if not self._room(now_s):
             return None
         seq = self.store.last_seq() + 1
         batch = batch_mod.Batch(self.device_id, seq, now_s, clock_synced, groups)
+        if self.store.last_confirmed() > 0:
+            kcwt = None
         message = batch_mod.sign(batch, sign_fn, kcwt)
         if len(message) > COAP_DATAGRAM_BYTES:
             self._oversize(seq, len(message))

@@ -1,7 +1,8 @@
 """A stand-in for the aggregator's receipt path, as DESIGN.md describes it.
 
 MQTT: subscribes to `$share/gl-aggregators/gl/v1/+/up`, verifies each batch
-(edge.portable.verify, certificate from the message's kcwt) and publishes a receipt
+(edge.portable.verify, with the certificate the device last presented in a kcwt, as the
+ledger's registry keeps it) and publishes a receipt
 signed with the node key on `gl/v1/{device}/ack`.  CoAP: POST /gl/v1/up answers 2.04
 and GET /gl/v1/ack/{device} returns a receipt for the device's latest batches.  Every
 arrival is a JSON line in --out (seq, SHA-256 of the message, meter statuses, via), so
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 import aiomqtt
 
 from edge import crypto
-from edge.portable import receipt, verify
+from edge.portable import cose, receipt, verify
 from edge.portable.errors import GridLedgerError
 
 NODE_ID = "node-0"
@@ -40,13 +41,17 @@ class Responder:
         self.out = out
         self.height = 0
         self.recent: dict[str, list[int]] = {}
+        self.certificates: dict[bytes, bytes] = {}  # kid -> last certificate presented
 
     def accept(self, data: bytes, via: str) -> tuple[str, list[receipt.Entry]] | None:
         """Verify a batch, record it; the device and receipt entries, None if invalid."""
         line: dict[str, Any] = {"via": via, "sha256": hashlib.sha256(data).hexdigest()}
         try:
+            message = cose.parse(data)
+            if message.kcwt is not None:
+                self.certificates[message.kid] = message.kcwt
             checked = verify.verify_message(data, self.registrar, int(time.time()),
-                                            crypto.verify)
+                                            crypto.verify, self.certificates.get(message.kid))
         except GridLedgerError as exc:
             line["error"] = exc.code
             self._write(line)

@@ -174,3 +174,20 @@ def test_oversize_batches_are_counted_always_and_reported_sparsely() -> None:
         outbox.make(groups(1000 + i), 1000 + i, True, KEY.sign, kcwt)
     reported = [e["count"] for n, e in outbox.pop_events() if n == "batches_oversize"]
     assert outbox.counters["batches_oversize"] == 9 and reported == [1, 2, 4, 8]
+
+
+def test_certificate_travels_until_a_batch_is_committed() -> None:
+    store = agent.MemoryStore()
+    outbox = agent.Outbox(DEVICE, store, 10)
+    certificate = b"\xa0" * 40  # opaque to the outbox: only carried or not
+    first = outbox.make(groups(1000), 1000, True, KEY.sign, certificate)
+    second = outbox.make(groups(1001), 1001, True, KEY.sign, certificate)
+    assert first is not None and second is not None
+    for seq in (first, second):
+        message = store.get(seq)
+        assert message is not None and open_message(message)[0].kcwt == certificate
+    outbox.on_receipt(ack([first]), NODE_KEYS, p256.verify)
+    third = outbox.make(groups(1002), 1002, True, KEY.sign, certificate)
+    assert third is not None
+    message = store.get(third)
+    assert message is not None and open_message(message)[0].kcwt is None
