@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gridledger.output import SubParsers, iso_utc, key_value_lines
+from gridledger.output import SubParsers, command_group, iso_utc, key_value_lines
 
 from . import node as node_mod
 
@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # the network shell pulls in aiocoap, aiomqtt and FastAPI: lo
 
 
 def register(sub: SubParsers, name: str, help_text: str) -> None:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = command_group(sub, name, help_text)
     _add_init(commands)
     _add_run(commands)
     _add_verify(commands)

@@ -12,12 +12,11 @@ from certs.registrar import Registrar, registrar_public_key, revoked_devices
 from edge import crypto
 from edge.portable import cwt
 from edge.portable.errors import CertificateError
-from gridledger.output import SubParsers, describe_validity, iso_utc, key_value_lines
+from gridledger.output import SubParsers, command_group, describe_validity, iso_utc, key_value_lines
 
 
 def register(sub: SubParsers, name: str, help_text: str) -> None:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = command_group(sub, name, help_text)
     _add_init(commands)
     _add_issue(commands)
     _add_show(commands)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from gridledger.output import SubParsers
+from gridledger.output import SubParsers, command_group
 
 # Modules that add commands to the `edge` group through `add_commands(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = ("edge.signing_cli", "edge.meters.cli", "edge.agent.cli")
@@ -17,8 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = ("edge.signing_cli", "edge.meters.cli", "edge
 
 
 def register(sub: SubParsers, name: str, help_text: str) -> None:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = command_group(sub, name, help_text)
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)

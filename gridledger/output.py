@@ -32,3 +32,9 @@ if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 else:
     SubParsers = argparse._SubParsersAction
+
+
+def command_group(sub: SubParsers, name: str, help_text: str) -> SubParsers:
+    """Add the group `gridledger NAME` and return the place for its commands."""
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -16,6 +16,7 @@ import sys
 import time
 
 from edge.portable.errors import LocalProtocolError
+from gridledger.output import SubParsers, command_group
 from hardware import profiles
 from simulator.model import FAULT_MODES, Fleet
 from simulator.servers import ModbusRtuPtySimulator, ModbusTcpSimulator, P1PtyEmitter
@@ -52,14 +53,12 @@ def parse_fault(text: str) -> tuple[int, str]:
     return int(unit), mode
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-             help_text: str) -> None:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def register(sub: SubParsers, name: str, help_text: str) -> None:
+    commands = command_group(sub, name, help_text)
     add_meter_command(commands)
 
 
-def add_meter_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_meter_command(commands: SubParsers) -> None:
     p = commands.add_parser("meter", help="serve simulated meters of one profile",
                             description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--profile", required=True, help="meter profile (file stem in hardware/meters)")

@@ -12,15 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from gridledger.output import SubParsers, iso_utc
+from gridledger.output import SubParsers, command_group, iso_utc
 
 from .accounts import ROLES, AccountStore
 from .errors import WeakPasswordError
 
 
 def register(sub: SubParsers, name: str, help_text: str) -> None:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = command_group(sub, name, help_text)
     _add_add(commands)
     _add_list(commands)
     _add_remove(commands)
