@@ -13,15 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
+
 LOOPBACK = "127.0.0.1"
 MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:

@@ -21,14 +21,9 @@ from edge import crypto
 from edge.portable import batch as batch_mod
 from edge.portable import receipt as receipt_mod
 from gridledger import genesis as genesis_mod
+from tests.ports import free_port
 
 DEADLINE_S = 60.0
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:

@@ -6,24 +6,18 @@ import asyncio
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from tests.ports import free_port  # noqa: F401  (re-exported to the tests here)
+
 # pymodbus logs every failed request on its own; the tests assert on our status codes.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0, what: str = "") -> None:

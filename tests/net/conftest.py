@@ -22,6 +22,7 @@ from aggregator.net.twin import TwinNode
 from certs.registrar import Registrar
 from edge import crypto
 from edge.portable import batch as batch_mod
+from tests.ports import free_port
 
 T = TypeVar("T")
 NODE_KEY = crypto.SigningKey.from_bytes(bytes(range(7, 39)))  # test key, not a secret
@@ -92,12 +93,6 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.01)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def loopback_config(**changes: object) -> NetConfig:
