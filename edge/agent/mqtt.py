@@ -8,6 +8,11 @@ sleeps until the next deadline or a wake-up (a new batch, a receipt).  Any MQTT 
 ends the connection; the Sender's link backoff (exponential, jittered) says when to try
 again.  aiomqtt's errors are mapped here and nowhere else.
 
+MQTT 5 first; a broker that refuses it as an unsupported protocol version (CONNACK
+0x84 in MQTT 5 terms, 0x01 in MQTT 3.1.1 terms: the aggregator's embedded broker is
+3.1.1 only) gets MQTT 3.1.1 from the next attempt on, which QoS 1 publish and subscribe
+need nothing more than.
+
 Limits: one publish awaited at a time (its PUBACK), a window of `Sender.window`
 batches without a receipt; keepalive 30 s, so a dead broker is noticed within 45 s.
 """
@@ -28,8 +33,18 @@ from edge.portable.agent import Sender
 from edge.portable.errors import LocalProtocolError
 
 KEEPALIVE_S = 30
+# CONNACK codes that mean "this broker does not speak MQTT 5".
+UNSUPPORTED_PROTOCOL_CODES = (0x01, 0x84)
 CONNECT_TIMEOUT_S = 5.0
 DEFAULT_PORT = 1883
+
+
+def _refuses_v5(exc: Exception) -> bool:
+    """True for a connection refused because the broker does not speak MQTT 5."""
+    if not isinstance(exc, aiomqtt.MqttCodeError):
+        return False
+    code = getattr(exc.rc, "value", exc.rc)
+    return code in UNSUPPORTED_PROTOCOL_CODES
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -55,6 +70,7 @@ class MqttUplink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.protocol = aiomqtt.ProtocolVersion.V5
 
     def wake(self) -> None:
         self._wake.set()
@@ -78,13 +94,21 @@ class MqttUplink:
             except Exception as exc:  # MqttError, or a bug: delivery must go on either way
                 if not isinstance(exc, aiomqtt.MqttError):
                     self.log.exception("uplink_fault", extra={"fields": {"uplink": "mqtt"}})
+                self._maybe_fall_back(exc)
                 retry_at_s = self.sender.link_down(time.monotonic())
                 event(self.log, "mqtt_down", logging.WARNING, error=str(exc),
                       retry_in_s=round(retry_at_s - time.monotonic(), 2))
 
+    def _maybe_fall_back(self, exc: Exception) -> None:
+        if self.protocol != aiomqtt.ProtocolVersion.V5 or not _refuses_v5(exc):
+            return
+        self.protocol = aiomqtt.ProtocolVersion.V311
+        event(self.log, "mqtt_protocol_fallback", broker=f"{self.host}:{self.port}",
+              protocol="3.1.1")
+
     async def _session(self) -> None:
         client = aiomqtt.Client(self.host, self.port, identifier=f"gl-{self.device_id}",
-                                protocol=aiomqtt.ProtocolVersion.V5, keepalive=KEEPALIVE_S,
+                                protocol=self.protocol, keepalive=KEEPALIVE_S,
                                 timeout=CONNECT_TIMEOUT_S)
         async with client:
             await client.subscribe(self.ack_topic, qos=1)

@@ -40,7 +40,7 @@ class RunningNode:
     def __init__(self, data_dir: Path, ca_dir: Path) -> None:
         self.coap_port = free_port(socket.SOCK_DGRAM)
         self.http_port = free_port(socket.SOCK_STREAM)
-        mqtt_port = free_port(socket.SOCK_STREAM)
+        self.mqtt_port = mqtt_port = free_port(socket.SOCK_STREAM)
         self.log = data_dir.parent / "node.log"
         command = [str(Path(sys.executable).parent / "gridledger"), "aggregator", "run",
                    "--data-dir", str(data_dir), "--ca-dir", str(ca_dir),
@@ -77,6 +77,66 @@ def nodes(tmp_path: Path) -> Iterator[list[RunningNode]]:
         if node.proc.poll() is None:
             node.proc.kill()
             node.proc.wait()
+
+
+def gridledger() -> str:
+    return str(Path(sys.executable).parent / "gridledger")
+
+
+def first_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    return proc.stdout.readline().strip()
+
+
+def last_confirmed(state_dir: Path) -> int:
+    """The agent's last seq confirmed by a valid receipt, from `edge status --json`."""
+    done = subprocess.run([gridledger(), "edge", "status", "--state-dir", str(state_dir),
+                           "--json"], capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0 or not done.stdout:
+        return 0
+    return int(json.loads(done.stdout)["queue"]["last_confirmed"])
+
+
+def test_pi_agent_delivers_through_the_embedded_broker_and_gets_receipts(
+    tmp_path: Path, registrar: Registrar, nodes: list[RunningNode]
+) -> None:
+    data_dir = tmp_path / "node"
+    node = RunningNode(data_dir, tmp_path / "ca")
+    nodes.append(node)
+    issued = registrar.issue("gw-mqtt-1", int(time.time()) - 60, meters=("M-7",), days=1)
+    assert issued.device_key is not None
+    (tmp_path / "gw.cwt").write_bytes(issued.certificate)
+    crypto.write_private_key(tmp_path / "gw.key", issued.device_key)
+    meter = subprocess.Popen([gridledger(), "sim", "meter", "--profile", "sdm120", "--tcp",
+                              "127.0.0.1:0", "--seed", "4"], stdout=subprocess.PIPE, text=True)
+    state = tmp_path / "state"
+    agent = None
+    try:
+        address = first_line(meter)
+        agent_log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115 (closed below)
+        agent = subprocess.Popen(
+            [gridledger(), "edge", "run", "--device-id", "gw-mqtt-1",
+             "--key", str(tmp_path / "gw.key"), "--cert", str(tmp_path / "gw.cwt"),
+             "--genesis", str(data_dir / "genesis.json"),
+             "--meter", f"sdm120@tcp://{address}?unit=1&id=M-7",
+             "--mqtt", f"mqtt://127.0.0.1:{node.mqtt_port}", "--interval-s", "0.3",
+             "--clock", "synced", "--state-dir", str(state)],
+            stdout=agent_log, stderr=subprocess.STDOUT)
+        agent_log.close()
+        # The embedded broker speaks MQTT 3.1.1 only: the agent falls back and delivers.
+        wait_for(lambda: last_confirmed(state) >= 3, "three batches confirmed by receipts",
+                 agent)
+        status = node.status() or {}
+        assert int(str(status.get("batches_committed", 0))) >= 3
+        assert "mqtt_protocol_fallback" in (tmp_path / "agent.log").read_text()
+    finally:
+        for proc in (agent, meter):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=DEADLINE_S)
+        if meter.stdout is not None:
+            meter.stdout.close()
+    assert node.stop() == 0
 
 
 def signed_batch(registrar: Registrar, seq: int) -> bytes:
