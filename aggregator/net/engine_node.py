@@ -24,6 +24,11 @@ Prechecks finish in any order (chunks on two workers), so messages are admitted 
 in arrival order through a small reorder queue: a device's seq n+1 must not reach
 check_tx before seq n, or n would be refused as a replay.
 
+`block(height)` reads a committed block, its stored tx results and its commit from the
+engine's store for HTTP GET /v1/blocks/{height}.  Like every engine call it runs on the
+loop (the HTTP handlers are coroutines), so it sees a block either wholly committed or
+not at all: the block task commits inside one synchronous `handle_timeout`.
+
 Limits
 ------
     RECEIPTS_QUEUE_MAX   4096   receipts not yet taken by the shell; beyond it the newest
@@ -42,8 +47,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aggregator import app as app_mod
+from aggregator import block as block_mod
 from aggregator import engine as engine_mod
+from aggregator import store as store_mod
+from aggregator import tx as tx_mod
 from edge import crypto
+from edge.portable import batch as batch_mod
+from edge.portable.errors import GridLedgerError
 
 from .ports import MESSAGE_BYTES_MAX, Admission, CommitReceipt
 from .verifier import WORKERS, BatchingPool
@@ -64,6 +74,52 @@ def admission_for(sub: engine_mod.Submission) -> Admission:
     if sub.status == engine_mod.FULL:
         return Admission.overloaded(math.ceil(sub.retry_after_s))
     return Admission.rejected(sub.code, "", sub.device_id, sub.seq)
+
+
+def tx_json(raw: bytes) -> dict[str, object]:
+    """Kind and hash of a stored transaction; for a batch also its device id and seq."""
+    entry: dict[str, object] = {"hash": tx_mod.tx_hash(raw).hex(), "bytes": len(raw)}
+    try:
+        item = tx_mod.decode(raw)
+        entry["kind"] = item.kind_name
+        if item.kind == tx_mod.BATCH:
+            _, found = batch_mod.open_message(item.body)
+            entry["device_id"], entry["seq"] = found.device_id, found.seq
+    except GridLedgerError as exc:  # committed as a rejection: show why it does not parse
+        entry.setdefault("kind", "unknown")
+        entry["error"] = exc.code
+    return entry
+
+
+_VIOLATION_KEYS = ("code", "device_id", "seq", "meter_id", "obis", "detail")
+_RESULT_KEYS = ("tx_hash", "code", "device_id", "seq", "first_leaf", "leaf_count",
+                "violations")
+
+
+def result_json(row: object) -> dict[str, object]:
+    """One stored result row (`app.TxResult.to_obj`) with hashes in hex."""
+    if not isinstance(row, list) or len(row) != len(_RESULT_KEYS):
+        return {"error": "store.results"}
+    found = dict(zip(_RESULT_KEYS, row, strict=True))
+    tx_hash = found["tx_hash"]
+    found["tx_hash"] = tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash
+    violations = found["violations"]
+    found["violations"] = [
+        dict(zip(_VIOLATION_KEYS, v, strict=False)) for v in violations
+    ] if isinstance(violations, list) else []
+    return found
+
+
+def block_json(
+    block: block_mod.Block, results: object, commit: block_mod.Commit | None
+) -> dict[str, object]:
+    """GET /v1/blocks/{height}: `Block.to_json` with each tx's kind (and device and seq
+    for a batch), the results in tx order, and the block's own commit signatures."""
+    shown = block.to_json()
+    shown["txs"] = [tx_json(raw) for raw in block.txs]
+    shown["results"] = [result_json(r) for r in results] if isinstance(results, list) else []
+    shown["commit"] = None if commit is None else commit.to_json()
+    return shown
 
 
 def precheck_many(
@@ -172,6 +228,14 @@ class EngineNode:
 
     def status(self) -> dict[str, object]:
         return self._engine.status()
+
+    def block(self, height: int) -> dict[str, object] | None:
+        """A committed block as JSON, or None above the tip or below 1 (ports.BlockSource).
+        Only the SQLite store keeps results by height; an engine on another store has none."""
+        store = self._engine.store
+        if not isinstance(store, store_mod.Store) or not 1 <= height <= store.height:
+            return None
+        return block_json(store.block(height), store.results(height), store.seen_commit(height))
 
     # -- blocks --------------------------------------------------------------------------
 

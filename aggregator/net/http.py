@@ -1,9 +1,20 @@
-"""HTTP: GET /v1/status and Prometheus GET /metrics, FastAPI served by uvicorn in our loop.
+"""HTTP: GET /v1/status, GET /v1/blocks/{height} and Prometheus GET /metrics, FastAPI
+served by uvicorn in our loop.
 
 FastAPI gives the OpenAPI document at /openapi.json that the query API builds on.
 uvicorn runs as a task of the node's event loop on a socket we bind ourselves (so port 0
 works and the bound port is known before serving); its own signal handling is switched
 off, because `NodeServer` owns SIGTERM and SIGINT.
+
+The node's handlers are `async def` on purpose: FastAPI runs a plain `def` handler in a
+worker thread, but the node (its engine, mempool and SQLite connection) belongs to the
+event loop, and a block being cut must never be read half-way.  On the loop a handler
+runs between two steps of the block task, never during one.
+
+Errors are JSON `{"error": code, "detail": text}`:
+
+    400  http.height      the height is not a decimal integer of at most 19 digits
+    404  http.no_block    no committed block at that height
 
 Limits
 ------
@@ -32,16 +43,45 @@ from .metrics import NetMetrics
 CONNECTIONS_MAX = 64
 SHUTDOWN_S = 5
 STARTUP_S = 10
+# 19 digits hold every SQLite integer (< 2**63); a longer "height" is not one.
+HEIGHT_DIGITS_MAX = 19
+CODE_HEIGHT = "http.height"
+CODE_NO_BLOCK = "http.no_block"
 
 log = logging.getLogger("gridledger.net")
 
 
-def make_app(status: Callable[[], dict[str, object]], metrics: NetMetrics) -> FastAPI:
+def _error(status_code: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status_code)
+
+
+def parse_height(text: str) -> int | None:
+    """A block height from a URL segment: ASCII digits only, at most HEIGHT_DIGITS_MAX."""
+    if not (0 < len(text) <= HEIGHT_DIGITS_MAX and text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def make_app(
+    status: Callable[[], dict[str, object]],
+    metrics: NetMetrics,
+    block: Callable[[int], dict[str, object] | None] | None = None,
+) -> FastAPI:
     app = FastAPI(title="GridLedger aggregator node", version="1")
 
     @app.get("/v1/status")
-    def get_status() -> JSONResponse:
+    async def get_status() -> JSONResponse:
         return JSONResponse(status())
+
+    @app.get("/v1/blocks/{height}")
+    async def get_block(height: str) -> JSONResponse:
+        number = parse_height(height)
+        if number is None:
+            return _error(400, CODE_HEIGHT, "height must be a non-negative decimal integer")
+        found = None if block is None else block(number)
+        if found is None:
+            return _error(404, CODE_NO_BLOCK, f"no committed block at height {number}")
+        return JSONResponse(found)
 
     @app.get("/metrics")
     def get_metrics() -> Response:

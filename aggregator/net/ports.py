@@ -104,6 +104,22 @@ class Node(Protocol):
     def status(self) -> dict[str, object]: ...
 
 
+class BlockSource(Protocol):
+    """A node that can show its committed blocks (optional beside `Node`)."""
+
+    def block(self, height: int) -> dict[str, object] | None: ...
+
+
+def _no_block(height: int) -> dict[str, object] | None:
+    return None
+
+
+def block_lookup(node: object) -> Callable[[int], dict[str, object] | None]:
+    """`node.block` if the node has one, else a lookup that finds no block."""
+    found = getattr(node, "block", None)
+    return found if callable(found) else _no_block
+
+
 class ThreadedNode:
     """Adapt a node whose `submit` is synchronous and CPU-heavy: run it in a thread.
 
