@@ -10,8 +10,8 @@ default:
 demo *ARGS:
     gridledger demo {{ARGS}}
 
-# lint, type-check and run every test (what CI runs)
-test: lint typecheck pytest
+# lint, type-check (project and ESP32 firmware) and run every test (what CI runs)
+test: lint typecheck typecheck-firmware pytest
 
 # ruff over the whole tree
 lint:
