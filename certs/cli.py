@@ -6,13 +6,18 @@ import argparse
 import hashlib
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from certs.registrar import Registrar, registrar_public_key, revoked_devices
+from aggregator import tx as tx_mod
+from certs.registrar import Registrar, RegistrarError, registrar_public_key, revoked_devices
 from edge import crypto
 from edge.portable import cwt
 from edge.portable.errors import CertificateError
 from gridledger.output import SubParsers, command_group, describe_validity, iso_utc, key_value_lines
+
+NODE_TIMEOUT_S = 10
 
 
 def register(sub: SubParsers, name: str, help_text: str) -> None:
@@ -20,6 +25,7 @@ def register(sub: SubParsers, name: str, help_text: str) -> None:
     _add_init(commands)
     _add_issue(commands)
     _add_show(commands)
+    _add_enroll(commands)
     _add_revoke(commands)
 
 
@@ -79,7 +85,29 @@ def _add_revoke(commands: SubParsers) -> None:
     p.add_argument("--dir", required=True, type=Path, help="registrar directory")
     p.add_argument("--device-id", required=True)
     p.add_argument("--reason", default="", help="free text kept with the revocation")
+    p.add_argument("--node", metavar="URL",
+                   help="also submit the signed revocation to this node, e.g. "
+                   "http://127.0.0.1:8080, so it goes on chain")
     p.set_defaults(func=cmd_revoke)
+
+
+def _add_enroll(commands: SubParsers) -> None:
+    p = commands.add_parser(
+        "enroll",
+        help="put a device certificate on chain, with its meters' profiles",
+        description="Sign an enrollment (the device certificate and, per meter, the profile "
+        "whose plausibility limits the ledger applies) with the registrar key and submit it "
+        "to a node. A device can also enroll itself by presenting its certificate in its "
+        "first batch, but then its values are not checked against a profile.",
+        epilog="example: gridledger certs enroll --dir ca --cert gw-0001.cwt "
+        "--profile SDM630-17=sdm630 --node http://127.0.0.1:8080",
+    )
+    p.add_argument("--dir", required=True, type=Path, help="registrar directory")
+    p.add_argument("--cert", required=True, type=Path, help="device certificate")
+    p.add_argument("--profile", action="append", default=[], metavar="METER=PROFILE",
+                   help="meter serial and its profile name (repeatable)")
+    p.add_argument("--node", required=True, metavar="URL", help="node HTTP address")
+    p.set_defaults(func=cmd_enroll)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -145,8 +173,47 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     registrar = Registrar.open(args.dir)
-    if registrar.revoke(args.device_id, int(time.time()), args.reason):
+    now_s = int(time.time())
+    if registrar.revoke(args.device_id, now_s, args.reason):
         print(f"device {args.device_id} revoked")
     else:
         print(f"device {args.device_id} was already revoked")
-    return 0
+    if args.node is None:
+        return 0
+    statement = tx_mod.make_revocation(args.device_id, now_s, args.reason,
+                                       registrar.public_key, registrar.key.sign)
+    return submit_registry(args.node, statement, f"revocation of {args.device_id}")
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    registrar = Registrar.open(args.dir)
+    certificate = args.cert.read_bytes()
+    _, claims = cwt.parse(certificate)
+    profiles: dict[str, str] = {}
+    for item in args.profile:
+        meter, sep, profile = item.partition("=")
+        if not sep or not meter or not profile:
+            raise RegistrarError(f"--profile {item!r}: use METER=PROFILE")
+        profiles[meter] = profile
+    statement = tx_mod.make_enrollment(certificate, profiles, int(time.time()),
+                                       registrar.public_key, registrar.key.sign)
+    return submit_registry(args.node, statement, f"enrollment of {claims.device_id}")
+
+
+def submit_registry(node_url: str, statement: bytes, what: str) -> int:
+    """POST a registrar-signed registry transaction to a node's /v1/registry."""
+    url = node_url.rstrip("/") + "/v1/registry"
+    request = urllib.request.Request(url, data=statement, method="POST",
+                                     headers={"Content-Type": "application/cbor"})
+    try:
+        with urllib.request.urlopen(request, timeout=NODE_TIMEOUT_S) as answer:
+            print(f"{what} accepted by {node_url} ({answer.status}); it goes on chain "
+                  "with the next block")
+            return 0
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        print(f"error [certs.node]: {what} refused by {node_url}: {exc.code} {detail}",
+              file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        raise RegistrarError(f"cannot reach {url}: {exc}", "certs.node") from None

@@ -60,6 +60,7 @@ from .verifier import WORKERS, BatchingPool
 
 RECEIPTS_QUEUE_MAX = 4096
 CODE_DUPLICATE_PENDING = "mempool.duplicate"
+CODE_NOT_REGISTRY = "registry.kind"  # a batch sent to the registry door
 RECANCEL_S = 0.5
 
 log = logging.getLogger("gridledger.net")
@@ -228,6 +229,18 @@ class EngineNode:
 
     def status(self) -> dict[str, object]:
         return self._engine.status()
+
+    def submit_registry(self, tx: bytes) -> Admission:
+        """Admit an enrollment or revocation (ports.RegistrySink); batches go by submit."""
+        try:
+            kind = tx_mod.decode(tx).kind
+        except GridLedgerError as exc:  # TxError, or the CBOR errors under it
+            return Admission.rejected(exc.code, exc.message)
+        if kind not in (tx_mod.ENROLL, tx_mod.REVOKE):
+            return Admission.rejected(CODE_NOT_REGISTRY, "only enroll and revoke go here")
+        sub = self._engine.submit(tx, self._clock())
+        self._wake.set()
+        return admission_for(sub)
 
     def block(self, height: int) -> dict[str, object] | None:
         """A committed block as JSON, or None above the tip or below 1 (ports.BlockSource).

@@ -11,10 +11,18 @@ worker thread, but the node (its engine, mempool and SQLite connection) belongs 
 event loop, and a block being cut must never be read half-way.  On the loop a handler
 runs between two steps of the block task, never during one.
 
+POST /v1/registry takes one registry transaction (`application/cbor`, an enrollment or
+revocation the registrar signed, as `aggregator.tx` encodes it and `gridledger certs
+enroll/revoke --node` sends it): 202 when admitted to the mempool, the rejection code
+otherwise.  The registrar's signature is its authority, so the route needs no login.
+
 Errors are JSON `{"error": code, "detail": text}`:
 
     400  http.height      the height is not a decimal integer of at most 19 digits
     404  http.no_block    no committed block at that height
+    413  http.too_large   a registry transaction over REGISTRY_BYTES_MAX
+    4xx  tx.* / registry.* / cert.* ...  a registry transaction the node refused
+    503  mempool.full     with Retry-After
 
 Limits
 ------
@@ -33,20 +41,24 @@ import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .coap import TransportError
 from .metrics import NetMetrics
+from .ports import Admission
 
 CONNECTIONS_MAX = 64
+# A registry transaction carries one certificate (<= 1 KiB) and a profile map.
+REGISTRY_BYTES_MAX = 8192
 SHUTDOWN_S = 5
 STARTUP_S = 10
 # 19 digits hold every SQLite integer (< 2**63); a longer "height" is not one.
 HEIGHT_DIGITS_MAX = 19
 CODE_HEIGHT = "http.height"
 CODE_NO_BLOCK = "http.no_block"
+CODE_TOO_LARGE = "http.too_large"
 
 log = logging.getLogger("gridledger.net")
 
@@ -66,6 +78,7 @@ def make_app(
     status: Callable[[], dict[str, object]],
     metrics: NetMetrics,
     block: Callable[[int], dict[str, object] | None] | None = None,
+    registry: Callable[[bytes], Admission] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="GridLedger aggregator node", version="1")
 
@@ -83,11 +96,43 @@ def make_app(
             return _error(404, CODE_NO_BLOCK, f"no committed block at height {number}")
         return JSONResponse(found)
 
+    @app.post("/v1/registry", status_code=202)
+    async def post_registry(request: Request) -> JSONResponse:
+        body = await _bounded_body(request, REGISTRY_BYTES_MAX)
+        if body is None:
+            return _error(413, CODE_TOO_LARGE, f"at most {REGISTRY_BYTES_MAX} bytes")
+        if registry is None:
+            return _error(404, "http.no_registry", "this node takes no registry transactions")
+        return _registry_answer(registry(body))
+
     @app.get("/metrics")
     def get_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _bounded_body(request: Request, limit_bytes: int) -> bytes | None:
+    """The request body, or None once it grows past `limit_bytes` (read no further)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _registry_answer(admission: Admission) -> JSONResponse:
+    if admission.outcome == "accepted":
+        return JSONResponse({"status": "accepted"}, status_code=202)
+    if admission.outcome == "overloaded":
+        answer = _error(503, admission.code, admission.reason)
+        answer.headers["Retry-After"] = str(admission.retry_after_s)
+        return answer
+    status_code = 409 if "duplicate" in admission.code else 400
+    return _error(status_code, admission.code, admission.reason)
 
 
 class _Server(uvicorn.Server):

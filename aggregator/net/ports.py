@@ -114,6 +114,20 @@ def _no_block(height: int) -> dict[str, object] | None:
     return None
 
 
+class RegistrySink(Protocol):
+    """A node that takes registry transactions (optional beside `Node`): enrollments and
+    revocations the registrar signed, as `aggregator.tx` encodes them.  They need no
+    access control of their own: only the registrar's signature makes them valid."""
+
+    def submit_registry(self, tx: bytes) -> Admission: ...
+
+
+def registry_submitter(node: object) -> Callable[[bytes], Admission] | None:
+    """`node.submit_registry` if the node has one, else None."""
+    found = getattr(node, "submit_registry", None)
+    return found if callable(found) else None
+
+
 def block_lookup(node: object) -> Callable[[int], dict[str, object] | None]:
     """`node.block` if the node has one, else a lookup that finds no block."""
     found = getattr(node, "block", None)

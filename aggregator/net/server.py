@@ -38,7 +38,7 @@ from .http import HttpTransport, make_app
 from .ingress import INFLIGHT_COAP_MAX, INFLIGHT_MQTT_MAX, Ingress, ReceiptHub
 from .metrics import NetMetrics
 from .mqtt import EMBEDDED_CONNECT_S, EmbeddedBroker, MqttSettings, MqttTransport
-from .ports import TRANSPORT_COAP, TRANSPORT_MQTT, Node, block_lookup
+from .ports import TRANSPORT_COAP, TRANSPORT_MQTT, Node, block_lookup, registry_submitter
 
 DEFAULT_MQTT_PORT = 1883
 PUMP_RETRY_S = 1.0   # pause before asking a failed receipts iterator again
@@ -106,7 +106,8 @@ class NodeServer:
             await self.coap.start()
             self.http = HttpTransport(c.http_host, c.http_port,
                                       make_app(self.node.status, self.metrics,
-                                               block_lookup(self.node)))
+                                               block_lookup(self.node),
+                                               registry_submitter(self.node)))
             await self.http.start()
             self.mqtt = MqttTransport(self._mqtt_settings(), self.ingress, self.hub,
                                       self.metrics, random.Random(c.seed))

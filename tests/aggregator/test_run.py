@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import aiocoap
 import pytest
 
+from aggregator import tx
 from certs.registrar import Registrar
 from edge import crypto
 from edge.portable import batch as batch_mod
@@ -195,3 +197,62 @@ def test_run_commits_over_coap_stops_on_sigterm_and_resumes(
     assert b"cose.signature" in refused.payload
     assert again.stop() == 0
 
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([gridledger(), *argv], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def test_registrar_enrolls_and_revokes_on_chain_through_the_node(
+    tmp_path: Path, registrar: Registrar, nodes: list[RunningNode]
+) -> None:
+    node = RunningNode(tmp_path / "node", tmp_path / "ca")
+    nodes.append(node)
+    url = f"http://127.0.0.1:{node.http_port}"
+    cert = tmp_path / "gw.cwt"
+    issued = run_cli("certs", "issue", "--dir", str(tmp_path / "ca"), "--device-id",
+                     "gw-run-1", "--meter", "M-1", "--out", str(cert), "--key-out",
+                     str(tmp_path / "gw.key"))
+    assert issued.returncode == 0, issued.stderr
+    enrolled = run_cli("certs", "enroll", "--dir", str(tmp_path / "ca"), "--cert", str(cert),
+                       "--profile", "M-1=sdm120", "--node", url)
+    assert enrolled.returncode == 0, enrolled.stderr
+    wait_for(lambda: (node.status() or {}).get("devices") == 1, "the enrollment", node.proc)
+    # An enrollment naming an unknown profile is admitted, then refused by execution.
+    unknown = run_cli("certs", "enroll", "--dir", str(tmp_path / "ca"), "--cert", str(cert),
+                      "--profile", "M-1=no_such_profile", "--node", url)
+    assert unknown.returncode == 0, unknown.stderr
+    wait_for(lambda: dict((node.status() or {}).get("block_rejects_by_code") or {})
+             .get("tx.profile") == 1, "the bad enrollment refused in its block", node.proc)
+    revoked = run_cli("certs", "revoke", "--dir", str(tmp_path / "ca"), "--device-id",
+                      "gw-run-1", "--reason", "test", "--node", url)
+    assert revoked.returncode == 0, revoked.stderr
+    message = signed_batch(registrar, 1)
+    wait_for(lambda: str(asyncio.run(post(node.coap_port, message)).code).startswith("4.03"),
+             "batches of the revoked device refused", node.proc)
+    assert node.stop() == 0
+
+
+def test_registry_door_refuses_what_the_registrar_did_not_sign(
+    tmp_path: Path, registrar: Registrar, nodes: list[RunningNode]
+) -> None:
+    node = RunningNode(tmp_path / "node", tmp_path / "ca")
+    nodes.append(node)
+    url = f"http://127.0.0.1:{node.http_port}/v1/registry"
+    other = Registrar.init(tmp_path / "other-ca", "someone-else")
+    forged = tx.make_revocation("gw-run-1", int(time.time()), "", other.public_key,
+                                other.key.sign)
+    cases = ((b"\x00\x01", "cbor."), (tx.encode(tx.BATCH, b"x"), "registry.kind"),
+             (forged, "tx."),
+             (bytes(9000), "http.too_large"))
+    for body, code in cases:
+        request = urllib.request.Request(url, data=body, method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as exc:
+            answer = json.loads(exc.read())
+            assert exc.code in (400, 413) and answer["error"].startswith(code), answer
+        else:
+            raise AssertionError(f"{body[:8]!r} was accepted")
+    assert node.stop() == 0
