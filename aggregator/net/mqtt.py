@@ -56,9 +56,11 @@ from dataclasses import dataclass
 
 import aiomqtt
 from amqtt.broker import Broker
+from amqtt.errors import BrokerError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from .coap import TransportError
 from .ingress import INFLIGHT_MQTT_MAX, Ingress, ReceiptHub
 from .metrics import NetMetrics
 from .ports import TRANSPORT_MQTT, CommitReceipt
@@ -140,8 +142,17 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {
                 "allow_anonymous": True}},
         }
-        self._broker = _ClosingBroker(config)
-        await self._broker.start()
+        broker = _ClosingBroker(config)
+        try:
+            await broker.start()
+        except BrokerError as exc:  # amqtt wraps the bind error; say what to do instead
+            reason = exc.__cause__ or exc
+            raise TransportError(
+                f"embedded MQTT broker cannot listen on {self.host}:{self.port} ({reason}); "
+                f"is a broker already running there? Then use it with --mqtt-url "
+                f"mqtt://{self.host}:{self.port}, or move this one with --embedded-mqtt"
+            ) from None
+        self._broker = broker
         server = self._broker._servers["default"].instance  # amqtt has no public accessor
         sockets = getattr(server, "sockets", None) or ()
         if self.port == 0 and sockets:

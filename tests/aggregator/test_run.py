@@ -256,3 +256,18 @@ def test_registry_door_refuses_what_the_registrar_did_not_sign(
         else:
             raise AssertionError(f"{body[:8]!r} was accepted")
     assert node.stop() == 0
+
+
+def test_busy_embedded_broker_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("aggregator", "run", "--data-dir", str(tmp_path / "node"),
+                       "--coap", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+                       "--http", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+                       "--embedded-mqtt", f"127.0.0.1:{port}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"error [net.transport]: embedded MQTT broker cannot listen on 127.0.0.1:{port}" \
+        in done.stderr
+    assert "--mqtt-url" in done.stderr
