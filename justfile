@@ -61,3 +61,7 @@ typecheck-firmware:
     cd edge/firmware
     MYPYPATH="{{justfile_directory()}}/edge:$stubs" mypy --config-file mypy.ini \
         --custom-typeshed-dir "$site" --no-incremental *.py
+
+# committed readings/s of one node (direct and over CoAP) against this machine's verify rate
+bench-ingest *ARGS:
+    python bench/bench_ingest.py {{ARGS}}

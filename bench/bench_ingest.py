@@ -1,0 +1,346 @@
+"""Whole-node ingest: verified-and-committed readings/s against this machine's verify rate.
+
+Theory of operation
+-------------------
+A registrar (`certs.registrar.Registrar`) in a temporary directory certifies `--devices`
+simulated gateways, one meter each; each gateway signs one batch with its kcwt
+certificate.  Nothing is cached between runs.  Then, in one run on the same messages:
+
+    limit     `edge.portable.verify.verify_message` with `edge.crypto.verify` (COSE parse,
+              certificate ES256, batch ES256) in one process and in two processes.  The
+              better of the two is the limit: admission cannot beat it.
+    direct    a real node directory (`aggregator.node.init` / `open_node`) behind
+              `EngineNode.with_pool` (prechecks on two worker processes), fed through
+              `EngineNode.submit` with `--inflight` submissions at a time: the ledger
+              without a transport.
+    coap      the same behind `NodeServer`, fed over CoAP on loopback by `--inflight`
+              aiocoap client endpoints, one request each at a time, in a process of
+              their own (the devices are not the node; on two cores they still share
+              the CPU with it).
+
+For the node runs: committed readings/s (one reading per meter per batch, from the
+node's status `readings_committed`, sampled every SAMPLE_S, from the first submission to
+the sample that shows the last reading), commit latency p50/p99 (a batch's first arrival
+at `node.submit` to its commit receipt out of `node.receipts()`), and bytes on disk a
+reading (ledger.sqlite and its WAL over the readings committed).
+
+    python bench/bench_ingest.py [--devices 10000] [--transport coap|direct] [--inflight 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import aiocoap
+from cryptography.hazmat.backends.openssl import backend as openssl_backend
+
+from aggregator import node as node_mod
+from aggregator.net.engine_node import EngineNode
+from aggregator.net.ports import Admission, CommitReceipt
+from aggregator.net.server import NetConfig, NodeServer
+from certs.registrar import Registrar
+from edge import crypto
+from edge.portable import batch as batch_mod
+from edge.portable.verify import verify_message
+
+METER = "M1"
+CHAIN_ID = "gl-bench-ingest"
+CHUNK = 256            # messages per pool task in the limit measurement
+SAMPLE_S = 0.05        # status sampling period
+RUN_TIMEOUT_S = 120.0  # a node run that has not committed everything by then is reported
+GOAL = 0.6
+
+
+@dataclass(frozen=True)
+class Signed:
+    device_id: str
+    message: bytes
+
+
+def sign_batches(ca_dir: Path, devices: int, now_s: int) -> tuple[bytes, list[Signed]]:
+    registrar = Registrar.init(ca_dir)
+    signed = []
+    for n in range(devices):
+        device_id = f"gw-{n:05d}"
+        issued = registrar.issue(device_id, now_s - 60, meters=(METER,))
+        assert issued.device_key is not None
+        records = [batch_mod.Record("1-0:1.8.0", 1_000_000 + n, "J"),
+                   batch_mod.Record("1-0:1.7.0", 512.5, "W")]
+        group = batch_mod.MeterGroup(METER, now_s - 1, records)
+        item = batch_mod.Batch(device_id, 1, now_s, True, [group])
+        signed.append(Signed(device_id, batch_mod.sign(item, issued.device_key.sign,
+                                                       issued.certificate)))
+    return registrar.public_key, signed
+
+
+# -- the limit ----------------------------------------------------------------------------
+
+
+def _verify_chunk(args: tuple[list[bytes], bytes, int]) -> int:
+    messages, registrar_key, now_s = args
+    for message in messages:
+        verify_message(message, registrar_key, now_s, crypto.verify)
+    return len(messages)
+
+
+def verify_rate(messages: list[bytes], registrar_key: bytes, now_s: int, workers: int) -> float:
+    chunks = [(messages[i:i + CHUNK], registrar_key, now_s)
+              for i in range(0, len(messages), CHUNK)]
+    if workers == 1:
+        _verify_chunk(chunks[0])  # warm up
+        start = time.perf_counter()
+        done = sum(_verify_chunk(c) for c in chunks)
+        return done / (time.perf_counter() - start)
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_verify_chunk, chunks[:workers]))  # start and warm the workers
+        start = time.perf_counter()
+        done = sum(pool.map(_verify_chunk, chunks))
+        return done / (time.perf_counter() - start)
+
+
+# -- the node -----------------------------------------------------------------------------
+
+
+class TimedNode:
+    """The node port around an EngineNode, timing each device's submission to its receipt."""
+
+    def __init__(self, inner: EngineNode, device_of: dict[bytes, str]) -> None:
+        self.inner = inner
+        self.device_of = device_of
+        self.sent_s: dict[str, float] = {}
+        self.latencies_s: list[float] = []
+
+    async def submit(self, message: bytes, transport: str) -> Admission:
+        device_id = self.device_of.get(message)
+        if device_id is not None:  # a retry after overload keeps its first time
+            self.sent_s.setdefault(device_id, time.perf_counter())
+        return await self.inner.submit(message, transport)
+
+    async def receipts(self) -> AsyncIterator[CommitReceipt]:
+        async for item in self.inner.receipts():
+            sent = self.sent_s.pop(item.device_id, None)  # one batch a device: first receipt
+            if sent is not None:
+                self.latencies_s.append(time.perf_counter() - sent)
+            yield item
+
+    def status(self) -> dict[str, object]:
+        return self.inner.status()
+
+
+@dataclass
+class Result:
+    transport: str
+    readings: int
+    elapsed_s: float
+    latencies_s: list[float]
+    disk_bytes: int
+    refused: int
+
+    @property
+    def rate(self) -> float:
+        return self.readings / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        values = sorted(self.latencies_s)
+        if not values:
+            return float("nan")
+        if q == 0.5:
+            return statistics.median(values) * 1000
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+async def _watch(node: TimedNode, total: int, start_s: float) -> tuple[int, float]:
+    """Sample status until `total` readings are committed (or the run times out)."""
+    readings = 0
+    while time.perf_counter() - start_s < RUN_TIMEOUT_S:
+        readings = int(node.status()["readings_committed"])  # type: ignore[call-overload]
+        if readings >= total:
+            break
+        await asyncio.sleep(SAMPLE_S)
+    return readings, time.perf_counter() - start_s
+
+
+async def _drain(node: TimedNode) -> None:
+    async for _ in node.receipts():
+        pass
+
+
+async def _feed_direct(node: TimedNode, signed: list[Signed], inflight: int) -> int:
+    queue = iter(signed)
+    refused = 0
+
+    async def worker() -> None:
+        nonlocal refused
+        for item in queue:
+            while True:
+                answer = await node.submit(item.message, "direct")
+                if answer.outcome != "overloaded":
+                    break
+                await asyncio.sleep(answer.retry_after_s)
+            refused += answer.outcome != "accepted"
+
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    return refused
+
+
+async def _post_all(port: int, messages: list[bytes], inflight: int, ready: Connection) -> int:
+    """`inflight` client endpoints, one request each at a time: aiocoap keeps CoAP's
+    NSTART = 1 (RFC 7252 §4.7) per endpoint, so one endpoint would send one at a time."""
+    queue = iter(messages)
+    refused = 0
+    uri = f"coap://127.0.0.1:{port}/gl/v1/up"
+
+    async def worker(client: aiocoap.Context) -> None:
+        nonlocal refused
+        for message in queue:
+            while True:
+                request = aiocoap.Message(code=aiocoap.POST, payload=message, uri=uri)
+                request.opt.content_format = 18
+                answer = await client.request(request).response
+                if answer.code != aiocoap.SERVICE_UNAVAILABLE:
+                    break
+                await asyncio.sleep(answer.opt.max_age or 1)
+            refused += answer.code != aiocoap.CHANGED
+
+    clients = [await aiocoap.Context.create_client_context(transports=["udp6"])
+               for _ in range(inflight)]
+    ready.send("ready")
+    await asyncio.to_thread(ready.recv)  # "go"
+    try:
+        await asyncio.gather(*(worker(c) for c in clients))
+    finally:
+        for client in clients:
+            await client.shutdown()
+    return refused
+
+
+def coap_devices(port: int, messages: list[bytes], inflight: int, pipe: Connection) -> None:
+    """The devices, in a process of their own so their CoAP work is not the node's loop's."""
+    pipe.send(asyncio.run(_post_all(port, messages, inflight, pipe)))
+
+
+async def _feed_coap(port: int, signed: list[Signed], inflight: int,
+                     start: Callable[[], None]) -> int:
+    here, there = multiprocessing.get_context("spawn").Pipe()
+    devices = multiprocessing.get_context("spawn").Process(
+        target=coap_devices, args=(port, [s.message for s in signed], inflight, there))
+    devices.start()
+    try:
+        assert await asyncio.to_thread(here.recv) == "ready"
+        start()
+        here.send("go")
+        refused = await asyncio.to_thread(here.recv)
+    finally:
+        devices.join(10)
+    return int(refused)
+
+
+async def node_run(transport: str, ca_dir: Path, data_dir: Path, signed: list[Signed],
+                   inflight: int) -> Result:
+    node_mod.init(data_dir, ca_dir, CHAIN_ID, int(time.time()) - 10)
+    opened = node_mod.open_node(data_dir)
+    inner = EngineNode.with_pool(opened.engine, opened.genesis.registrar_public_key)
+    node = TimedNode(inner, {s.message: s.device_id for s in signed})
+    await inner.start()
+    server = None
+    drain = None
+    try:
+        if transport == "coap":
+            server = NodeServer(node, NetConfig(node_id=opened.node_id, coap_port=0,
+                                                http_port=0, embedded_mqtt_port=0, seed=1))
+            await server.start()
+        else:
+            drain = asyncio.get_running_loop().create_task(_drain(node))
+        watches: list[asyncio.Task[tuple[int, float]]] = []
+
+        def start() -> None:
+            watches.append(asyncio.get_running_loop().create_task(
+                _watch(node, len(signed), time.perf_counter())))
+
+        if server is not None:
+            refused = await _feed_coap(server.ports["coap"], signed, inflight, start)
+        else:
+            start()
+            refused = await _feed_direct(node, signed, inflight)
+        readings, elapsed_s = await watches[0]
+        await asyncio.sleep(0.2)  # let the last receipts out
+    finally:
+        if drain is not None:
+            drain.cancel()
+        if server is not None:
+            await server.shutdown()
+        await inner.shutdown()
+        opened.store.close()
+    disk = sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite*"))
+    return Result(transport, readings, elapsed_s, node.latencies_s, disk, refused)
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{openssl_backend.openssl_version_text()}, load {os.getloadavg()[0]:.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10000)
+    parser.add_argument("--transport", choices=("coap", "direct"), default=None,
+                        help="default: both")
+    parser.add_argument("--inflight", type=int, default=64)
+    args = parser.parse_args(argv)
+    transports = [args.transport] if args.transport else ["direct", "coap"]
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="gl-bench-ingest-") as tmp:
+        now_s = int(time.time())
+        start = time.perf_counter()
+        registrar_key, signed = sign_batches(Path(tmp) / "ca", args.devices, now_s)
+        print(f"signed {len(signed)} batches of {len(signed)} devices in "
+              f"{time.perf_counter() - start:.1f} s")
+        messages = [s.message for s in signed]
+        one = verify_rate(messages, registrar_key, now_s, 1)
+        two = verify_rate(messages, registrar_key, now_s, 2)
+        limit = max(one, two)
+        results = [asyncio.run(node_run(t, Path(tmp) / "ca", Path(tmp) / f"node-{t}",
+                                        signed, args.inflight)) for t in transports]
+    print()
+    print(f"{'measure':44} {'readings/s':>10} {'of limit':>8}  notes")
+    print(f"{'verify_message, 1 process':44} {one:10.0f} {one / limit:8.2f}")
+    print(f"{'verify_message, 2 processes':44} {two:10.0f} {two / limit:8.2f}")
+    for r in results:
+        name = f"committed, {r.transport} ({args.inflight} in flight)"
+        note = (f"p50 {r.percentile_ms(0.5):.0f} ms, p99 {r.percentile_ms(0.99):.0f} ms, "
+                f"{r.disk_bytes / max(r.readings, 1):.0f} B/reading on disk")
+        if r.readings < len(signed) or r.refused:
+            note += f"; INCOMPLETE {r.readings}/{len(signed)}, {r.refused} refused"
+        print(f"{name:44} {r.rate:10.0f} {r.rate / limit:8.2f}  {note}")
+    worst = min((r.rate / limit for r in results), default=0.0)
+    print(f"\ngoal: committed >= {GOAL} of the limit; worst ratio {worst:.2f} "
+          f"({'met' if worst >= GOAL else 'not met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
