@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edge.portable.errors import GridLedgerError
+from gridledger.files import fsync_dir
 
 from .messages import VALUE_BYTES_MAX
 
@@ -126,7 +127,7 @@ class FileWal:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 def _entry(height: int, record: bytes) -> bytes:
@@ -161,9 +162,3 @@ def _parse(data: bytes, pos: int) -> tuple[int, bytes, int] | None:
     return height, record, end
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from hashlib import scrypt
 from pathlib import Path
 
+from gridledger.files import open_private_sqlite
+
 from .errors import (
     AccountError,
     AccountExistsError,
@@ -212,13 +214,7 @@ class AccountStore:
         self._lock = threading.Lock()
         if not create and not self.path.exists():
             raise QuerySetupError(f"{self.path}: no accounts yet (use `accounts add`)")
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Create the file 0600 ourselves: SQLite gives its -wal and -shm files the same mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_private_sqlite(self.path)
         self._db.execute(_SCHEMA)
         # Checked for an unknown user, so that it costs as much as a wrong password.
         self._dummy_hash = ""

@@ -19,9 +19,10 @@ Storage: SQLite, WAL, synchronous=FULL, mode 0600; one row per record id.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from pathlib import Path
+
+from gridledger.files import open_private_sqlite
 
 from . import confidential as conf
 from .confidential import CustomerFields, RandomBytes, Sealed
@@ -40,12 +41,7 @@ class CustomerStore:
         self.path = data_dir / DB_NAME
         self._random_bytes = random_bytes
         self._lock = threading.Lock()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_private_sqlite(self.path)
         self._db.execute("CREATE TABLE IF NOT EXISTS customers "
                          "(record_id TEXT PRIMARY KEY, sealed BLOB NOT NULL)")
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from edge import crypto
 from edge.portable import cbor, cose
 from edge.portable.errors import CoseError, DecodeError
+from gridledger.files import fsync_dir
 
 from .errors import (
     DocumentIntegrityError,
@@ -107,7 +108,7 @@ class DocumentStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return digest_hex
 
     def _write(self, fd: int, chunks: Iterable[bytes]) -> str:
@@ -146,12 +147,6 @@ class DocumentStore:
         return DIGEST_HEX.fullmatch(digest_hex) is not None and self.path(digest_hex).exists()
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- records -----------------------------------------------------------------------------
