@@ -398,15 +398,16 @@ class SoloEngine:
         if not self.mempool.fits(len(raw)):
             return Submission(FULL, MEMPOOL_FULL, retry_after_s=self.limits.timeout_s)
         check = self.app.check_tx(raw, int(now_s), prechecked)
-        self.counters.checked(check.code)
         key = (check.device_id, check.seq) if check.device_id else None
         base = Submission(ACCEPTED, check.code, check.tx_hash, check.device_id, check.seq)
-        if check.code == DUPLICATE:
-            return self._duplicate_of_committed(base)
         if check.code == REPLAY:
             height = self._committed_height(raw, check.device_id, check.seq)
-            if height is not None:
+            if height is not None:  # counted as what it is: a duplicate, not a replay
+                self.counters.checked(DUPLICATE)
                 return self._resend_of_committed(base, height)
+        self.counters.checked(check.code)
+        if check.code == DUPLICATE:
+            return self._duplicate_of_committed(base)
         if not check.ok:
             receipt = self._rejected_receipt(check.device_id, check.seq, check.code)
             return replace(base, status=REJECTED, receipt=receipt)

@@ -217,7 +217,10 @@ def _resend_after_later_commit(world: World, engine: SoloEngine) -> None:
     # Other bytes under an old seq are a replay.
     other = engine.submit(world.batch_tx("gw-1", 1, energy=7), T0 + 4)
     assert (other.status, other.code) == (REJECTED, rules.REPLAY)
-    assert engine.status()["height"] == 2
+    status = engine.status()
+    assert status["height"] == 2
+    # The lost-receipt resend is counted as a duplicate, the forgery as the one replay.
+    assert status["rejects_by_code"] == {rules.DUPLICATE: 1, rules.REPLAY: 1}
 
 
 def test_older_batch_sent_again_gets_its_commit_receipt(world: World) -> None:
