@@ -60,7 +60,7 @@ class Meters:
                 for obis, unit, offset, dtype, word_order, byte_order, scale in quantities:
                     words = registers[offset:offset + modbus.registers_for(dtype)]
                     value = modbus.decode_value(words, dtype, word_order, byte_order) * scale
-                    records.append(Record(obis, _rounded(value, unit), unit))
+                    records.append(Record.reading(obis, value, unit))
         except RemoteProtocolError as error:
             status = status_of(error)
             self.counters[status] = self.counters.get(status, 0) + 1
@@ -88,16 +88,6 @@ class Meters:
             raise tx.error
         assert tx.registers is not None
         return tx.registers
-
-
-# Decimal places kept per unit, as edge/readings.py does on the Pi.
-DECIMALS_BY_UNIT = {"W": 1, "V": 2, "A": 3, "Hz": 3, "/": 3, "m3": 3, "var": 1, "VA": 1}
-
-
-def _rounded(value: float, unit: str) -> "int | float":
-    if unit == "J":
-        return round(value)  # integer joules: the same bytes on every interpreter
-    return round(value, DECIMALS_BY_UNIT.get(unit, 3))
 
 
 class P1Meter:
@@ -147,7 +137,7 @@ class P1Meter:
             if all(part in values for part in parts):
                 values[obis] = sum(values[part] for part in parts)
         units = {q[0]: q[2] for q in self.meter["p1"]["quantities"] + self.meter["p1"]["sums"]}
-        records = [Record(obis, _rounded(values[obis], units[obis]), units[obis])
+        records = [Record.reading(obis, values[obis], units[obis])
                    for obis in sorted(values)]
         if not records:
             return MeterGroup(meter_id, now_s, [Record.status("malformed")])

@@ -151,6 +151,19 @@ def valid_obis(name: str) -> bool:
     return True
 
 
+# Decimal places a reading keeps, per unit: below every supported meter's resolution.
+DECIMALS_BY_UNIT = {"W": 1, "V": 2, "A": 3, "Hz": 3, "/": 3, "m3": 3, "var": 1, "VA": 1}
+DEFAULT_DECIMALS = 3
+
+
+def rounded(value_si: float, unit: str) -> "int | float":
+    """A driver's SI value as it travels: energy in whole joules (the same bytes on every
+    interpreter, whatever its float width), other units to their resolution."""
+    if unit == "J":
+        return round(value_si)
+    return round(float(value_si), DECIMALS_BY_UNIT.get(unit, DEFAULT_DECIMALS))
+
+
 class Record:
     """One SenML record of a meter: a reading (name, unit, value) or a status code."""
 
@@ -158,6 +171,11 @@ class Record:
         self.name = name
         self.value = value
         self.unit = unit
+
+    @classmethod
+    def reading(cls, name: str, value_si: float, unit: str) -> "Record":
+        """A record of a driver's SI value, `rounded` for the wire."""
+        return cls(name, rounded(value_si, unit), unit)
 
     @classmethod
     def status(cls, code: str) -> "Record":
