@@ -11,7 +11,6 @@ keys are PEM SubjectPublicKeyInfo.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from edge.portable import p256
 from edge.portable.errors import LocalProtocolError
+from gridledger.files import write_private
 
 _ECDSA_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 _ECDSA = ec.ECDSA(hashes.SHA256())
@@ -101,15 +101,7 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
 
 def write_private_key(path: Path, key: SigningKey) -> None:
     """Write a PEM PKCS#8 private key, readable by its owner only (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.to_pem())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, key.to_pem())
 
 
 def read_private_key(path: Path) -> SigningKey:

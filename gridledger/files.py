@@ -18,6 +18,21 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` readable by its owner only (0600), atomically and durably:
+    a crash leaves the old file or the new one, and an existing file's wider mode is not
+    inherited (the new file replaces it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, PRIVATE_MODE)
+    os.replace(tmp, path)
+
+
 def open_private_sqlite(path: Path) -> sqlite3.Connection:
     """SQLite in WAL mode with synchronous=FULL, its file created 0600 by us (SQLite gives
     its -wal and -shm files the same mode), in autocommit mode for explicit transactions;

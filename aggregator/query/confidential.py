@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.portable import cbor
 from edge.portable.errors import DecodeError
+from gridledger.files import write_private
 
 from .errors import ConfidentialError, DecryptError, KeyFileError, UnknownKeyError
 
@@ -157,15 +158,7 @@ def write_key_file(path: Path, ring: KeyRing) -> None:
     """Write the key ring atomically, readable by its owner only."""
     body = {"version": 1, "keys": [{"id": kid, "key": base64.b64encode(key).decode()}
                                    for kid, key in ring.keys]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(body, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(body, indent=1).encode())
 
 
 def read_key_file(path: Path) -> KeyRing:

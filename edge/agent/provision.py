@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +34,7 @@ from edge.agent.config import ConfigError, parse_meter_url
 from edge.agent.firmware import FIRMWARE_FILES, device_config, meter_map, p1_map
 from edge.portable.errors import GridLedgerError
 from gridledger import genesis as genesis_mod
+from gridledger.files import write_private
 from gridledger.output import SubParsers
 from hardware import profiles
 
@@ -103,7 +103,7 @@ def write_bundle(args: argparse.Namespace, out: Path) -> None:
         shutil.copy(source, out / "lib" / "portable" / source.name)
     (out / "device.cwt").write_bytes(issued.certificate)
     if issued.device_key is not None:
-        _write_secret(out / "device.key", issued.device_key.to_bytes().hex())
+        write_private(out / "device.key", issued.device_key.to_bytes().hex().encode())
     config = _config(args, meters, issued.device_key is None)
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
 
@@ -150,12 +150,6 @@ def _mqtt(url: str) -> tuple[str, int]:
     from edge.agent.mqtt import parse_url
 
     return parse_url(url)
-
-
-def _write_secret(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def _run(argv: list[str]) -> str:
