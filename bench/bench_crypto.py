@@ -42,7 +42,9 @@ from edge.portable import cose, p256
 from edge.portable.batch import Batch, MeterGroup, Record
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = bytes.fromhex("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
+sys.path.insert(0, str(ROOT))
+from tests.portable.helpers import RFC6979_TEST_VECTOR_KEY  # noqa: E402  (one copy of it)
+
 START_DELAY_S = 1.0  # lets every worker process start before the shared window opens
 
 Op = Callable[[], object]
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     load_before = os.getloadavg()[0]
     message = _typical_message()
-    signature = p256.SigningKey.from_bytes(SECRET).sign(message)
+    signature = p256.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY).sign(message)
     _check_backends_agree(message, signature)
     rows: list[tuple[str, str, float | None, float | None]] = []
     for name, interpreter, sign, verify in _in_process_backends(message, signature):
@@ -95,11 +97,11 @@ def _typical_message() -> bytes:
 
 
 def _pycryptodome_key() -> ECC.EccKey:
-    return ECC.construct(curve="P-256", d=int.from_bytes(SECRET, "big"))
+    return ECC.construct(curve="P-256", d=int.from_bytes(RFC6979_TEST_VECTOR_KEY, "big"))
 
 
 def _check_backends_agree(message: bytes, signature: bytes) -> None:
-    native = crypto.SigningKey.from_bytes(SECRET).sign(message)
+    native = crypto.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY).sign(message)
     dome = DSS.new(_pycryptodome_key(), "deterministic-rfc6979").sign(SHA256.new(message))
     if not native == dome == signature:
         raise SystemExit("backends disagree on the RFC 6979 signature: refusing to compare")
@@ -109,9 +111,9 @@ def _in_process_backends(
     message: bytes, signature: bytes
 ) -> list[tuple[str, str, Op, Op]]:
     cpython = f"CPython {platform.python_version()}"
-    pure = p256.SigningKey.from_bytes(SECRET)
+    pure = p256.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY)
     public = pure.public_key()
-    native = crypto.SigningKey.from_bytes(SECRET)
+    native = crypto.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY)
     dome_key = _pycryptodome_key()
     dome_signer = DSS.new(dome_key, "deterministic-rfc6979")
     dome_verifier = DSS.new(dome_key.public_key(), "fips-186-3")
@@ -198,7 +200,7 @@ def _micropython_rates(
     if binary is None:
         return None, None, "MicroPython (not installed: run ./dev)"
     script = _MPY_SCRIPT.format(
-        secret=SECRET.hex(),
+        secret=RFC6979_TEST_VECTOR_KEY.hex(),
         message=message.hex(),
         signature=signature.hex(),
         budget_us=int(seconds * 1_000_000),
@@ -237,7 +239,7 @@ def _verify_in_window(
 
 
 def _pooled_verify_rate(message: bytes, signature: bytes, seconds: float, workers: int) -> float:
-    public = p256.SigningKey.from_bytes(SECRET).public_key()
+    public = p256.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY).public_key()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         start_at = time.time() + START_DELAY_S
         futures = [

@@ -39,8 +39,8 @@ from edge.portable.batch import MeterGroup, Record
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests import mpy  # noqa: E402  (the MicroPython runner lives with the tests)
+from tests.portable.helpers import RFC6979_TEST_VECTOR_KEY  # noqa: E402  (one copy of it)
 
-SECRET = bytes.fromhex("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
 DEVICE = "gw-0001"
 QUANTITIES = (("1-0:1.8.0", "J", 36_000_000), ("1-0:2.8.0", "J", 1_800_000),
               ("1-0:1.7.0", "W", 1530.5), ("1-0:21.7.0", "W", 510.2),
@@ -60,7 +60,7 @@ def groups(meters: int, now_s: int) -> list[MeterGroup]:
 
 
 def cpython_rate(store_kind: str, meters: int, seconds: float) -> dict[str, float]:
-    key = crypto.SigningKey.from_bytes(SECRET)
+    key = crypto.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY)
     with tempfile.TemporaryDirectory() as tmp:
         store = (SqliteStore(Path(tmp) / "queue.sqlite3", DEVICE) if store_kind == "sqlite"
                  else MemoryStore())
@@ -105,7 +105,7 @@ for cycle in range(%d):
 
 
 def micropython_cycles(meters: int, cycles: int) -> dict[str, float | int | None]:
-    script = MPY_SCRIPT % (QUANTITIES, SECRET.hex(), meters, cycles)
+    script = MPY_SCRIPT % (QUANTITIES, RFC6979_TEST_VECTOR_KEY.hex(), meters, cycles)
     rows = [list(map(int, line.split())) for line in mpy.run(script).splitlines()]
     times_ms = sorted(r[0] / 1000 for r in rows)
     return {"cycles": len(rows), "sign_ms_median": times_ms[len(times_ms) // 2],
@@ -121,7 +121,7 @@ HEAPS_KIB = (24, 32, 48, 64, 96, 128, 192, 256)
 
 def smallest_heap_kib(meters: int) -> int | None:
     """The smallest -X heapsize (of HEAPS_KIB) in which two cycles complete."""
-    script = MPY_SCRIPT % (QUANTITIES, SECRET.hex(), meters, 2)
+    script = MPY_SCRIPT % (QUANTITIES, RFC6979_TEST_VECTOR_KEY.hex(), meters, 2)
     env = dict(os.environ, MICROPYPATH=f"{mpy.EDGE_DIR}:.frozen")
     for kib in HEAPS_KIB:
         done = subprocess.run([mpy.micropython_binary(), "-X", f"heapsize={kib}k", "-c", script],

@@ -5,8 +5,11 @@ from __future__ import annotations
 from edge.portable import batch, p256
 from edge.portable.batch import Batch, MeterGroup, Record
 
-# RFC 6979 Appendix A.2.5: ECDSA, 256 bits (prime field), SHA-256 rows.
-RFC6979_SECRET = bytes.fromhex("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
+# RFC 6979 Appendix A.2.5: ECDSA, 256 bits (prime field), SHA-256 rows.  The private key
+# is a published test vector, not a secret.
+RFC6979_TEST_VECTOR_KEY = bytes.fromhex(
+    "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721"
+)
 RFC6979_PUBLIC = bytes.fromhex(
     "04"
     "60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6"

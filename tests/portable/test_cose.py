@@ -24,7 +24,7 @@ from edge.portable.errors import (
     WrongTagError,
 )
 
-from .helpers import DEVICE_SECRET, RFC6979_PUBLIC, RFC6979_SECRET
+from .helpers import DEVICE_SECRET, RFC6979_PUBLIC, RFC6979_TEST_VECTOR_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 PYCOSE_PYTHON = ROOT / ".venv-pycose" / "bin" / "python"
@@ -157,7 +157,7 @@ def test_cbor_errors_pass_through_with_their_code() -> None:
 
 def test_bad_signature() -> None:
     message = cose.parse(_message())
-    other = p256.SigningKey.from_bytes(RFC6979_SECRET).public_key()
+    other = p256.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY).public_key()
     for verify_fn in (p256.verify, crypto.verify):
         with pytest.raises(BadSignatureError) as info:
             cose.verify(message, other, verify_fn)

@@ -27,8 +27,8 @@ from .helpers import (
     NOW_S,
     REGISTRAR_SECRET,
     RFC6979_PUBLIC,
-    RFC6979_SECRET,
     RFC6979_SIGNATURES,
+    RFC6979_TEST_VECTOR_KEY,
     typical_batch,
 )
 from .test_cbor import REJECTIONS
@@ -251,7 +251,7 @@ def _all_cases() -> dict[str, list[dict[str, Any]]]:
             *(_batch_case(_random_batch(random.Random(SEED + i))) for i in range(6)),
         ],
         "ecdsa": [
-            {"op": "ecdsa", "secret": RFC6979_SECRET.hex(), "message": message.hex()}
+            {"op": "ecdsa", "secret": RFC6979_TEST_VECTOR_KEY.hex(), "message": message.hex()}
             for message in sorted(RFC6979_SIGNATURES)
         ],
         "cert_issue": [_cert_case()],

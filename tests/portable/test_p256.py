@@ -14,7 +14,7 @@ from edge import crypto
 from edge.portable import p256
 from edge.portable.errors import LocalProtocolError
 
-from .helpers import RFC6979_PUBLIC, RFC6979_SECRET, RFC6979_SIGNATURES
+from .helpers import RFC6979_PUBLIC, RFC6979_SIGNATURES, RFC6979_TEST_VECTOR_KEY
 
 BACKENDS = {"pure": p256, "native": crypto}
 MESSAGES = sorted(RFC6979_SIGNATURES)
@@ -24,9 +24,9 @@ MESSAGES = sorted(RFC6979_SIGNATURES)
 @pytest.mark.parametrize("message", MESSAGES)
 def test_rfc6979_a25_vectors(backend: str, message: bytes) -> None:
     module = BACKENDS[backend]
-    key = module.SigningKey.from_bytes(RFC6979_SECRET)
+    key = module.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY)
     assert key.public_key() == RFC6979_PUBLIC
-    assert key.to_bytes() == RFC6979_SECRET
+    assert key.to_bytes() == RFC6979_TEST_VECTOR_KEY
     assert key.sign(message) == RFC6979_SIGNATURES[message]
     assert module.verify(RFC6979_PUBLIC, message, RFC6979_SIGNATURES[message])
 
@@ -105,11 +105,11 @@ def test_private_keys_out_of_range_are_local_misuse(backend: str) -> None:
     for raw in (bytes(32), p256.N.to_bytes(32, "big"), b"\xff" * 32, bytes(31)):
         with pytest.raises(LocalProtocolError):
             module.SigningKey.from_bytes(raw)
-    assert "secret" in repr(module.SigningKey.from_bytes(RFC6979_SECRET))
+    assert "secret" in repr(module.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY))
 
 
 def test_pure_key_generation_uses_the_given_random_source() -> None:
-    draws = iter([b"\xff" * 32, bytes(32), RFC6979_SECRET])
+    draws = iter([b"\xff" * 32, bytes(32), RFC6979_TEST_VECTOR_KEY])
     key = p256.SigningKey.generate(lambda n: next(draws))
     assert key.public_key() == RFC6979_PUBLIC
     with pytest.raises(LocalProtocolError):
@@ -120,10 +120,10 @@ def test_native_key_files_round_trip(tmp_path: object) -> None:
     from pathlib import Path
 
     path = Path(str(tmp_path)) / "keys" / "device.pem"
-    key = crypto.SigningKey.from_bytes(RFC6979_SECRET)
+    key = crypto.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY)
     crypto.write_private_key(path, key)
     assert path.stat().st_mode & 0o777 == 0o600
-    assert crypto.read_private_key(path).to_bytes() == RFC6979_SECRET
+    assert crypto.read_private_key(path).to_bytes() == RFC6979_TEST_VECTOR_KEY
     pem = crypto.public_key_to_pem(RFC6979_PUBLIC)
     assert crypto.public_key_from_pem(pem) == RFC6979_PUBLIC
     with pytest.raises(LocalProtocolError):
