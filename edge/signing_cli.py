@@ -122,18 +122,18 @@ def _verify(data: bytes, message: cose.Sign1, cert_bytes: bytes | None,
             return [("signature", f"FAILED [{exc.code}] {exc}", False)]
         return [("signature", "ok (certificate key)", True),
                 ("chain", "not checked (give --ca-dir)", False)]
+    registrar_key = registrar_public_key(ca_dir)
     try:
         verified = verify.verify_message(
-            data, registrar_public_key(ca_dir), int(time.time()), crypto.verify,
-            cert_bytes, revoked_devices(ca_dir))
+            data, registrar_key, int(time.time()), crypto.verify, cert_bytes,
+            revoked_devices(ca_dir))
     except RemoteProtocolError as exc:
         return [("verification", f"FAILED [{exc.code}] {exc}", False)]
     cert = verified.certificate
     return [("signature", "ok", True),
             ("certificate", f"ok: {cert.device_id}, issued by {cert.issuer}, valid until "
                             f"{iso_utc(cert.expires_at)}", True),
-            ("chain", f"ok: registrar key {cwt.key_id(registrar_public_key(ca_dir)).hex()}",
-             True)]
+            ("chain", f"ok: registrar key {cwt.key_id(registrar_key).hex()}", True)]
 
 
 def _report(steps: list[tuple[str, str, bool]], to_stderr: bool) -> int:

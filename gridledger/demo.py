@@ -41,6 +41,7 @@ from aggregator.net.ports import Admission, CommitReceipt
 from aggregator.net.server import NetConfig, NodeServer, configure_json_logging
 from certs.registrar import Registrar
 from edge import crypto
+from edge.agent.store import StoreError, read_summary
 from edge.portable import batch as batch_mod
 from edge.portable import cose
 from edge.portable import receipt as receipt_mod
@@ -176,8 +177,7 @@ class Demo:
         self.stop = asyncio.Event()
 
     async def run(self) -> int:
-        configure_json_logging()
-        _quiet_logs(self.dir / "node.log")
+        configure_json_logging(path=self.dir / "node.log")  # the terminal is for the view
         registrar = Registrar.init(self.dir / "ca", "demo-utility")
         node_mod.init(self.dir / "node", self.dir / "ca", "gl-demo", int(time.time()))
         opened = node_mod.open_node(self.dir / "node")
@@ -402,19 +402,8 @@ async def _settle(opened: node_mod.Node) -> None:
 
 
 def _last_seq(state_dir: Path) -> int:
-    done = subprocess.run([sys.executable, "-m", "gridledger", "edge", "status",
-                           "--state-dir", str(state_dir), "--json"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    if done.returncode != 0 or not done.stdout:
+    """The last seq a gateway signed, from its queue (0 if it never made one)."""
+    try:
+        return int(str(read_summary(state_dir)["last_seq"]))
+    except StoreError:
         return 0
-    return int(json.loads(done.stdout)["queue"]["last_seq"])
-
-
-def _quiet_logs(path: Path) -> None:
-    """The node's JSON logs go to a file; the terminal is for the live view."""
-    import logging
-
-    handler = logging.FileHandler(path)
-    root = logging.getLogger()
-    handler.setFormatter(root.handlers[0].formatter if root.handlers else None)
-    root.handlers[:] = [handler]

@@ -198,8 +198,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_json_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_json_logging(level: int = logging.INFO, path: Path | None = None) -> None:
+    """JSON lines on stderr, or appended to `path` (the demo keeps its terminal)."""
+    handler = logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
