@@ -431,10 +431,7 @@ class SoloEngine:
     def _duplicate_of_committed(self, base: Submission) -> Submission:
         """The device lost the receipt of its last batch: sign it again."""
         device = self.app.state.devices[base.device_id]
-        entry = receipt_mod.committed(base.seq, device.last_height)
-        data = receipt_mod.sign(self.signer.node_id, base.device_id, [entry], self.signer.sign)
-        return Submission(ACCEPTED, DUPLICATE, base.tx_hash, base.device_id, base.seq,
-                          receipt=data)
+        return self._resend_of_committed(base, device.last_height)
 
     def _committed_height(self, raw: bytes, device_id: str, seq: int) -> int | None:
         """An older batch sent again (its receipt was lost) is not a replay: the device
@@ -442,6 +439,7 @@ class SoloEngine:
         return self.store.batch_height(device_id, seq, _sha256(tx_mod.decode(raw).body))
 
     def _resend_of_committed(self, base: Submission, height: int) -> Submission:
+        """A committed batch sent again: accept it as a duplicate with a fresh receipt."""
         entry = receipt_mod.committed(base.seq, height)
         data = receipt_mod.sign(self.signer.node_id, base.device_id, [entry], self.signer.sign)
         return Submission(ACCEPTED, DUPLICATE, base.tx_hash, base.device_id, base.seq,
