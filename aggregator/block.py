@@ -32,6 +32,17 @@ validator node keys (genesis) over the deterministic CBOR of
 h-1; the commit of the newest block is kept beside it until the next block carries it.
 With the solo engine the single validator's signature is the commit.
 
+A BFT commit (the Tendermint engine, docs/consensus.md) is a commit certificate:
+
+    [height, block_hash, [[node id, signature], ...], round, value_id]
+
+where each signature is the validator's precommit of `value_id` in `round`
+(`aggregator.consensus.messages.sign_bytes`, type 2, valid_round -1) and value_id is the
+consensus value id, SHA-256 of the whole encoded block (header, txs and last commit, so
+the certificate also fixes which commit the block carries).  The round is signed because
+a correct validator may precommit different values at one height in different rounds.
+The three-element form stays what it was, so solo ledgers read and verify unchanged.
+
 Limits
 ------
     BLOCK_TXS_MAX      16384      above any genesis max_txs we accept; bounds the decoder.
@@ -58,6 +69,8 @@ from edge.portable import cbor
 from edge.portable.batch import valid_id
 from edge.portable.errors import DecodeError, RemoteProtocolError
 
+from .consensus.messages import PRECOMMIT
+from .consensus.messages import sign_bytes as consensus_sign_bytes
 from .merkle import MerkleLog
 
 __all__ = [
@@ -172,17 +185,25 @@ class Commit:
     height: int
     block_hash: bytes
     signatures: tuple[tuple[str, bytes], ...]
+    round: int | None = None     # set for a BFT commit certificate
+    value_id: bytes = b""        # BFT: SHA-256 of the encoded block the validators signed
 
     def to_obj(self) -> list[object]:
-        return [self.height, self.block_hash, [[n, s] for n, s in self.signatures]]
+        obj: list[object] = [self.height, self.block_hash, [[n, s] for n, s in self.signatures]]
+        if self.round is not None:
+            obj.extend([self.round, self.value_id])
+        return obj
 
     def encode(self) -> bytes:
         return cbor.encode(self.to_obj())
 
     def to_json(self) -> dict[str, object]:
         signatures = [{"node_id": n, "signature": s.hex()} for n, s in self.signatures]
-        return {"height": self.height, "block_hash": self.block_hash.hex(),
-                "signatures": signatures}
+        shown: dict[str, object] = {"height": self.height, "block_hash": self.block_hash.hex(),
+                                    "signatures": signatures}
+        if self.round is not None:
+            shown.update(round=self.round, value_id=self.value_id.hex())
+        return shown
 
 
 @dataclass(frozen=True)
@@ -270,8 +291,9 @@ def decode_header(raw: bytes) -> Header:
 
 
 def decode_commit(obj: object) -> Commit:
-    if not isinstance(obj, list) or len(obj) != 3 or not isinstance(obj[2], list):
-        raise BlockFormatError("commit must be [height, block hash, signatures]")
+    if not isinstance(obj, list) or len(obj) not in (3, 5) or not isinstance(obj[2], list):
+        raise BlockFormatError("commit must be [height, block hash, signatures(, round, "
+                               "value id)]")
     if len(obj[2]) > SIGNATURES_MAX:
         raise BlockLimitError(f"more than {SIGNATURES_MAX} commit signatures")
     signatures = []
@@ -279,7 +301,11 @@ def decode_commit(obj: object) -> Commit:
         if not isinstance(row, list) or len(row) != 2 or not isinstance(row[1], bytes):
             raise BlockFormatError("commit signature must be [node id, signature]")
         signatures.append((_text_id(row[0], "node id"), row[1]))
-    return Commit(_uint(obj[0], "commit height"), _hash(obj[1], "commit hash"), tuple(signatures))
+    height, block_hash = _uint(obj[0], "commit height"), _hash(obj[1], "commit hash")
+    if len(obj) == 3:
+        return Commit(height, block_hash, tuple(signatures))
+    return Commit(height, block_hash, tuple(signatures), _uint(obj[3], "commit round"),
+                  _hash(obj[4], "commit value id"))
 
 
 def decode_block(raw: bytes) -> Block:
@@ -325,9 +351,14 @@ def verify_commit(
 ) -> None:
     """Raise CommitError unless validators of more than 2/3 of the power signed.
 
-    `validators` maps node id to (public key, voting power), as in the genesis file.
+    `validators` maps node id to (public key, voting power), as in the genesis file.  A
+    BFT commit's signatures are precommits of its value id in its round.
     """
-    message = commit_sign_bytes(chain_id, commit.height, commit.block_hash)
+    if commit.round is None:
+        message = commit_sign_bytes(chain_id, commit.height, commit.block_hash)
+    else:
+        message = consensus_sign_bytes(chain_id, commit.height, commit.round, PRECOMMIT,
+                                       commit.value_id, -1)
     seen: set[str] = set()
     power = 0
     for node_id, signature in commit.signatures:
