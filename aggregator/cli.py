@@ -67,6 +67,9 @@ def _add_run(commands: SubParsers) -> None:
                    help="where the embedded broker listens (default 127.0.0.1:1883)")
     p.add_argument("--no-pool", action="store_true",
                    help="verify signatures on the event loop instead of two worker processes")
+    p.add_argument("--peer-listen", metavar="HOST:PORT",
+                   help="BFT chains: listen for validators here instead of the genesis "
+                   "peer address (a node behind a proxy)")
     p.set_defaults(func=cmd_run)
 
 
@@ -108,9 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         mqtt_url=args.mqtt_url, embedded_mqtt_host=embedded[0], embedded_mqtt_port=embedded[1])
     opened = node_mod.open_node(args.data_dir)
     try:
-        asyncio.run(_serve(opened, config, pool=not args.no_pool))
+        asyncio.run(_serve(opened, config, pool=not args.no_pool,
+                           peer_listen=args.peer_listen))
     finally:
-        opened.store.close()
+        opened.close()
     return 0
 
 
@@ -127,10 +131,16 @@ def _initialise(data_dir: Path, ca_dir: Path | None) -> None:
           f"in {data_dir}")
 
 
-async def _serve(opened: node_mod.Node, config: NetConfig, pool: bool) -> None:
+async def _serve(opened: node_mod.Node, config: NetConfig, pool: bool,
+                 peer_listen: str | None = None) -> None:
+    from aggregator.cluster.node import ClusterNode
+    from aggregator.cluster.runtime import cluster_node
     from aggregator.net.engine_node import EngineNode
     from aggregator.net.server import NodeServer
-    if pool:
+    node: EngineNode | ClusterNode
+    if len(opened.genesis.validators) > 1:  # a BFT chain: the engine among validators
+        node = cluster_node(opened, peer_listen)
+    elif pool:
         node = EngineNode.with_pool(opened.engine, opened.genesis.registrar_public_key)
     else:
         node = EngineNode(opened.engine)

@@ -4,6 +4,10 @@
     DIR/node.key       the node's P-256 key, PEM PKCS#8, mode 0600
     DIR/node.json      {"node_id": ...}: which validator of the genesis this node is
     DIR/ledger.sqlite  the ledger (`aggregator.store`), WAL files beside it
+    DIR/consensus.wal  the BFT engine's write-ahead log of signed votes (more than one
+                       validator in genesis: `aggregator.consensus.engine`)
+
+The engine follows from genesis: one validator is solo, more are the BFT engine.
 
 The network shell (CoAP, MQTT, HTTP) opens a node with `open_node` and feeds its engine;
 nothing here listens or reads a clock except `init`, which stamps the genesis time.
@@ -24,6 +28,9 @@ from gridledger import genesis as genesis_mod
 from hardware import profiles as profiles_mod
 
 from .app import AppConfig, Application
+from .consensus.engine import BftEngine
+from .consensus.validators import ValidatorSet
+from .consensus.wal import FileWal
 from .engine import EngineLimits, NodeSigner, SoloEngine
 from .store import Store
 
@@ -31,6 +38,7 @@ GENESIS_FILE = "genesis.json"
 KEY_FILE = "node.key"
 NODE_FILE = "node.json"
 LEDGER_FILE = "ledger.sqlite"
+WAL_FILE = "consensus.wal"
 DEFAULT_NODE_ID = "node-0"
 DEFAULT_PEER = "127.0.0.1:26656"
 DEFAULT_COAP = "127.0.0.1:5683"
@@ -48,6 +56,12 @@ class Node:
     app: Application
     store: Store
     engine: SoloEngine
+
+    def close(self) -> None:
+        """Close the ledger, and the BFT engine's WAL when there is one."""
+        self.store.close()
+        if isinstance(self.engine, BftEngine) and isinstance(self.engine.wal, FileWal):
+            self.engine.wal.close()
 
 
 def profile_limits() -> dict[str, dict[str, tuple[float, float]]]:
@@ -101,8 +115,17 @@ def open_node(data_dir: Path) -> Node:
                        profile_limits())
     app = Application(config, store.load_state(), store.nodes)
     limits = genesis.block_limits
-    engine = SoloEngine(
-        app, store, NodeSigner(node_id, key.sign), genesis.hash(), genesis.genesis_time,
-        EngineLimits.from_block_limits(limits.max_txs, limits.max_bytes, limits.timeout_ms),
-    )
+    engine_limits = EngineLimits.from_block_limits(limits.max_txs, limits.max_bytes,
+                                                   limits.timeout_ms)
+    signer = NodeSigner(node_id, key.sign)
+    engine: SoloEngine
+    if len(genesis.validators) == 1:
+        engine = SoloEngine(app, store, signer, genesis.hash(), genesis.genesis_time,
+                            engine_limits)
+    else:
+        validator_set = ValidatorSet.of((v.node_id, v.public_key, v.power)
+                                        for v in genesis.validators)
+        engine = BftEngine(app, store, signer, genesis.hash(), genesis.genesis_time,
+                           validator_set, FileWal(data_dir / WAL_FILE), crypto.verify,
+                           engine_limits)
     return Node(genesis, node_id, app, store, engine)

@@ -21,6 +21,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("edge.cli", "edge", "gateway tools: scan and read meters, sign, inspect"),
     ("simulator.cli", "sim", "simulated meters and fleets"),
     ("aggregator.cli", "aggregator", "aggregator node: genesis, ledger"),
+    ("aggregator.cluster.cli", "cluster", "a BFT cluster of nodes on loopback: up, status, down"),
     ("aggregator.query.cli", "accounts", "accounts of the query API: add, list, remove"),
 )
 

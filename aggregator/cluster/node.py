@@ -1,0 +1,164 @@
+"""`ports.Node` for a validator of a BFT chain: the BFT engine, its links and its timers.
+
+Theory of operation
+-------------------
+The asyncio shell around `aggregator.consensus.engine.BftEngine`, beside
+`aggregator.net.engine_node.EngineNode` (which does the same for solo).  The engine is
+owned by the event loop; three things call it, each synchronously, each performing the
+returned actions in order:
+
+    submit(message)        CoAP / MQTT ingest: `engine.submit_message`, then the gossip
+                           Sends it queued (`take_outgoing`)
+    on_peer(id, message)   a frame from an authenticated link: `engine.step(FromPeer)`
+    the timer task         sleeps until `engine.next_deadline()` or a wake-up, then
+                           `engine.handle_timeout(now)`
+
+Actions: Send -> `Links.send` (bounded queue per peer); Receipt -> the receipts queue
+(as EngineNode); Committed -> a log line and commit-latency figures; Refused -> counted
+and logged with the peer id.  The WAL append and the block's SQLite transaction happen
+inside the engine's step, so a vote is on disk before its Send reaches the links, and a
+block is durable before its receipts are queued.
+
+Signature checks run on the loop (check_tx); the solo node's precheck pool is not used
+here: on a shared machine four validators already fill the cores.
+
+Limits
+------
+    RECEIPTS_QUEUE_MAX   4096   as EngineNode: beyond it the newest receipt is dropped
+                                and logged; the device re-sends and gets it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aggregator import store as store_mod
+from aggregator import tx as tx_mod
+from aggregator.consensus.engine import (
+    BftAction,
+    BftEngine,
+    FromPeer,
+    PeerMessage,
+    Refused,
+    Send,
+)
+from aggregator.engine import Committed, Receipt
+from aggregator.net.engine_node import admission_for, block_json
+from aggregator.net.ports import Admission, CommitReceipt
+from edge.portable.errors import GridLedgerError
+
+from .links import Links
+
+RECEIPTS_QUEUE_MAX = 4096
+CODE_NOT_REGISTRY = "registry.kind"
+RECANCEL_S = 0.5
+
+log = logging.getLogger("gridledger.cluster")
+
+
+class ClusterNode:
+    def __init__(self, engine: BftEngine, links_factory: Callable[[ClusterNode], Links],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self._clock = clock
+        self.links = links_factory(self)
+        self._out: asyncio.Queue[CommitReceipt] = asyncio.Queue(RECEIPTS_QUEUE_MAX)
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self.dropped_receipts = 0
+        self.blocks_committed = 0
+
+    async def start(self) -> None:
+        await self.links.start()
+        self._perform(self.engine.start(self._clock()))
+        self._timer = asyncio.get_running_loop().create_task(self._timers())
+
+    async def shutdown(self) -> None:
+        while self._timer is not None and not self._timer.done():
+            self._timer.cancel()
+            await asyncio.wait([self._timer], timeout=RECANCEL_S)
+        self._timer = None
+        await self.links.shutdown()
+
+    # -- ports.Node ---------------------------------------------------------------------
+
+    async def submit(self, message: bytes, transport: str) -> Admission:
+        sub = self.engine.submit_message(message, self._clock())
+        if sub.receipt is not None:
+            self._emit(CommitReceipt(sub.device_id, sub.receipt))
+        self._perform(self.engine.take_outgoing())
+        self._wake.set()
+        return admission_for(sub)
+
+    async def receipts(self) -> AsyncIterator[CommitReceipt]:
+        while True:
+            yield await self._out.get()
+
+    def status(self) -> dict[str, object]:
+        shown = self.engine.status()
+        shown["node_id"] = self.engine.signer.node_id
+        shown["peers"] = self.links.status()
+        return shown
+
+    def submit_registry(self, tx: bytes) -> Admission:
+        try:
+            kind = tx_mod.decode(tx).kind
+        except GridLedgerError as exc:
+            return Admission.rejected(exc.code, exc.message)
+        if kind not in (tx_mod.ENROLL, tx_mod.REVOKE):
+            return Admission.rejected(CODE_NOT_REGISTRY, "only enroll and revoke go here")
+        sub = self.engine.submit(tx, self._clock())
+        self._perform(self.engine.take_outgoing())
+        self._wake.set()
+        return admission_for(sub)
+
+    def block(self, height: int) -> dict[str, object] | None:
+        store = self.engine.store
+        if not isinstance(store, store_mod.Store) or not 1 <= height <= store.height:
+            return None
+        return block_json(store.block(height), store.results(height), store.seen_commit(height))
+
+    # -- peers and timers ---------------------------------------------------------------
+
+    def on_peer(self, peer_id: str, message: PeerMessage) -> None:
+        self._perform(self.engine.step(FromPeer(peer_id, message), self._clock()))
+        self._wake.set()
+
+    async def _timers(self) -> None:
+        while True:
+            deadline = self.engine.next_deadline()
+            wait_s = None if deadline is None else max(0.0, deadline - self._clock())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._perform(self.engine.handle_timeout(self._clock()))
+            except Exception:  # a bug: log it and keep the node serving what it has
+                log.exception("engine.step_failed")
+                await asyncio.sleep(RECANCEL_S)
+
+    def _perform(self, actions: list[BftAction]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.links.send(action.to, action.message)
+            elif isinstance(action, Receipt):
+                self._emit(CommitReceipt(action.device_id, action.data))
+            elif isinstance(action, Committed):
+                self.blocks_committed += 1
+                log.debug("block.committed", extra={"fields": {
+                    "height": action.block.height, "txs": len(action.results)}})
+            elif isinstance(action, Refused):
+                # counted by the engine (status: consensus.refused_by_code)
+                self.links.refuse(action.node_id or "?", action.code, count=False)
+
+    def _emit(self, item: CommitReceipt) -> None:
+        try:
+            self._out.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped_receipts += 1
+            log.warning("receipt.dropped", extra={"fields": {"device": item.device_id}})
