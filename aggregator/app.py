@@ -82,7 +82,7 @@ from functools import cached_property
 from types import MappingProxyType
 
 from edge.portable import batch as batch_mod
-from edge.portable import cbor, cose, cwt
+from edge.portable import cose, cwt
 from edge.portable.errors import (
     GridLedgerError,
     LocalProtocolError,
@@ -92,7 +92,7 @@ from edge.portable.errors import (
 from edge.portable.verify import Verified, verify_message
 
 from . import block as block_mod
-from . import rules, tx
+from . import fastcbor, rules, tx
 from .merkle import EMPTY_ROOT, MemoryNodeStore, MerkleLog, Node, NodeStore
 
 __all__ = [
@@ -176,7 +176,7 @@ class Device:
     @cached_property
     def encoded(self) -> bytes:
         """The record's deterministic CBOR (what the state root and the store use)."""
-        return cbor.encode(self.to_obj())
+        return fastcbor.encode(self.to_obj())
 
     @cached_property
     def digest(self) -> bytes:
@@ -207,7 +207,7 @@ class State:
         digests = b"".join(self.devices[d].digest for d in sorted(self.devices))
         device_root = hashlib.sha256(digests).digest()
         summary = [self.log_size, self.log_root, self.batches, self.readings, self.violations]
-        return hashlib.sha256(cbor.encode([*summary, device_root])).digest()
+        return hashlib.sha256(fastcbor.encode([*summary, device_root])).digest()
 
 
 @dataclass(frozen=True)
@@ -291,11 +291,11 @@ class FinalizeResult:
         return sum(len(r.violations) for r in self.results)
 
     def encode_results(self) -> bytes:
-        return cbor.encode([r.to_obj() for r in self.results])
+        return fastcbor.encode([r.to_obj() for r in self.results])
 
 
 def leaf_bytes(device_id: str, seq: int, meter_id: str, batch_hash: bytes) -> bytes:
-    return cbor.encode([device_id, seq, meter_id, batch_hash])
+    return fastcbor.encode([device_id, seq, meter_id, batch_hash])
 
 
 @dataclass(frozen=True)

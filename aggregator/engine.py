@@ -53,10 +53,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from edge.portable import cose
 from edge.portable import receipt as receipt_mod
 from edge.portable.errors import LocalProtocolError
 
 from . import block as block_mod
+from . import fastcbor
 from . import tx as tx_mod
 from .app import OK, Application, FinalizeRequest, FinalizeResult, Prechecked, TxResult
 from .rules import DUPLICATE, REPLAY
@@ -334,6 +336,8 @@ class SoloEngine:
         self._last_time_s = last.header.time_s if last else genesis_time_s
         self._last_commit = store.seen_commit(last.height) if last else None
         self.counters = Counters()
+        self._kid = signer.node_id.encode()
+        self._protected = cose.protected_header(self._kid)
 
     def status(self) -> dict[str, object]:
         """A JSON-able summary for the node's HTTP status page."""
@@ -512,7 +516,9 @@ class SoloEngine:
         ]
 
     def _sign_receipt(self, device_id: str, entries: list[receipt_mod.Entry]) -> bytes:
-        return receipt_mod.sign(self.signer.node_id, device_id, entries, self.signer.sign)
+        """`receipt.sign`, at C speed: a block signs one receipt per device in it."""
+        payload = fastcbor.receipt_payload(device_id, entries)
+        return fastcbor.sign1(payload, self._kid, self.signer.sign, self._protected)
 
 
 _PER_RECEIPT = receipt_mod.MAX_ENTRIES

@@ -53,6 +53,8 @@ from edge.portable import cbor, cose, cwt
 from edge.portable.batch import valid_id
 from edge.portable.errors import DecodeError, RemoteProtocolError
 
+from . import fastcbor
+
 __all__ = [
     "BATCH",
     "ENROLL",
@@ -154,7 +156,7 @@ def tx_hash(raw: bytes) -> bytes:
 
 def encode(kind: int, body: bytes) -> bytes:
     """The transaction bytes for a body of `kind`."""
-    raw = cbor.encode([kind, body])
+    raw = fastcbor.encode([kind, body])
     if len(raw) > TX_BYTES_MAX:
         raise TxLimitError(f"transaction of {len(raw)} bytes > {TX_BYTES_MAX}")
     return raw
@@ -166,7 +168,7 @@ def decode(raw: bytes) -> Tx:
         raise TxFormatError("a transaction is bytes")
     if len(raw) > TX_BYTES_MAX:
         raise TxLimitError(f"transaction of {len(raw)} bytes > {TX_BYTES_MAX}")
-    item = cbor.decode(raw, max_depth=1, max_items=2, max_size_bytes=TX_BYTES_MAX)
+    item = fastcbor.decode_pair(raw, max_depth=1, max_items=2, max_size_bytes=TX_BYTES_MAX)
     if not isinstance(item, list) or len(item) != 2:
         raise TxFormatError("a transaction is [kind, body]")
     kind, body = item

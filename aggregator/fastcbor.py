@@ -1,0 +1,76 @@
+"""Deterministic CBOR at C speed for the node's hot path, byte-identical to the portable codec.
+
+Theory of operation
+-------------------
+`edge.portable.cbor` is the reference: pure Python so that it runs on MicroPython too, and
+strict.  The node encodes and decodes the same few shapes thousands of times a second
+(readings-log leaves, device records, tx results, receipts, the tx envelope), so on
+CPython it uses cbor2's C encoder for them.  cbor2's `canonical=True` differs from
+RFC 8949 §4.2.1 in one respect: it sorts map keys length-first (the RFC 7049 rule) where
+RFC 8949 sorts them bytewise.  The two orders agree whenever the keys of each map are all
+of one kind — all unsigned integers, all negative integers, all text or all byte
+strings — because the first byte of those encodings grows with their length.  So:
+
+    encode(obj)      for objects whose maps are keyed by one kind each (every shape the
+                     node's hot path builds); `tests/ledger/test_fastcbor.py` checks the
+                     equality against the portable encoder on generated objects.
+    decode_pair(raw) the tx envelope [kind, body]: cbor2 reads it, and it counts only if
+                     re-encoding gives `raw` back byte for byte (so only a canonical
+                     envelope passes); anything else goes to the portable decoder, which
+                     returns the same value or raises its coded error.
+    sign1(...)       a COSE_Sign1 without a kcwt, the bytes `edge.portable.cose.sign1`
+                     would make (receipts: one per device per block).
+
+Nothing here is needed for correctness: replacing each call by its portable twin gives the
+same bytes, only slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cbor2
+
+from edge.portable import cbor, cose, p256, receipt
+from edge.portable.errors import LocalProtocolError
+
+COSE_SIGN1_TAG = 18
+_EMPTY: dict[object, object] = {}
+
+
+def encode(obj: object) -> bytes:
+    """The deterministic encoding of `obj`, whose maps each have keys of one kind."""
+    return cbor2.dumps(obj, canonical=True)
+
+
+def decode_pair(raw: bytes, **limits: int) -> object:
+    """Decode a two-item array [unsigned int, bytes] fast; any other input exactly as
+    `edge.portable.cbor.decode(raw, **limits)` would (value or coded error)."""
+    try:
+        item = cbor2.loads(raw)
+    except Exception:  # cbor2's own errors: let the reference decoder name the fault
+        return cbor.decode(raw, **limits)
+    if (type(item) is list and len(item) == 2 and type(item[0]) is int and item[0] >= 0
+            and type(item[1]) is bytes and cbor2.dumps(item) == raw):
+        return item
+    return cbor.decode(raw, **limits)
+
+
+def sign1(payload: bytes, kid: bytes, sign: Callable[[bytes], bytes],
+          protected: bytes | None = None) -> bytes:
+    """A tagged COSE_Sign1 over `payload` with an empty unprotected header; `protected`
+    may be passed in when the caller keeps it (it depends only on `kid`)."""
+    if protected is None:
+        protected = cose.protected_header(kid)
+    signature = sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+    if len(signature) != p256.SIGNATURE_BYTES:
+        raise LocalProtocolError("ES256 signature must be 64 bytes")
+    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, _EMPTY, payload, signature]))
+
+
+def receipt_payload(device_id: str, entries: list[receipt.Entry]) -> bytes:
+    """`edge.portable.receipt.encode_payload`, at C speed."""
+    if not 0 < len(entries) <= receipt.MAX_ENTRIES:
+        raise receipt.ReceiptError("a receipt holds 1.." + str(receipt.MAX_ENTRIES) + " entries")
+    rows = [[e.seq, e.status, e.height] for e in entries]
+    return encode({receipt.R_DEVICE: device_id, receipt.R_ENTRIES: rows})

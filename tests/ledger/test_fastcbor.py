@@ -1,0 +1,81 @@
+"""The node's C-speed CBOR gives the portable codec's bytes on the shapes it is used for."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given
+
+from aggregator import fastcbor
+from edge.portable import cbor, cose, receipt
+from edge.portable.errors import DecodeError
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**64 - 1), st.binary(max_size=40),
+    st.text(max_size=30), st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+def _maps(children: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """Maps keyed by one kind each: what `fastcbor.encode` promises to get right."""
+    kinds: list[st.SearchStrategy[object]] = [
+        st.integers(0, 2**64 - 1), st.integers(-(2**64), -1), st.text(max_size=30),
+        st.binary(max_size=30)]
+    return st.one_of(*(st.dictionaries(k, children, max_size=6) for k in kinds))
+
+
+values = st.recursive(
+    scalars, lambda children: st.one_of(st.lists(children, max_size=6), _maps(children)),
+    max_leaves=30)
+
+
+@given(values)
+def test_encode_matches_the_portable_encoder(obj: object) -> None:
+    assert fastcbor.encode(obj) == cbor.encode(obj)
+
+
+def test_mixed_key_kinds_are_outside_the_promise() -> None:
+    """Why the promise is per kind: cbor2 sorts length-first, RFC 8949 bytewise."""
+    mixed = {24: 1, -1: 2}
+    assert fastcbor.encode(mixed) != cbor.encode(mixed)
+
+
+@given(st.integers(0, 2**64 - 1), st.binary(max_size=2000))
+def test_decode_pair_of_a_canonical_envelope(kind: int, body: bytes) -> None:
+    raw = cbor.encode([kind, body])
+    assert fastcbor.decode_pair(raw) == [kind, body]
+
+
+@given(st.binary(max_size=64))
+def test_decode_pair_answers_garbage_as_the_portable_decoder(raw: bytes) -> None:
+    try:
+        expected: object = cbor.decode(raw)
+    except DecodeError as exc:
+        with pytest.raises(type(exc)):
+            fastcbor.decode_pair(raw)
+        return
+    # compared as bytes: NaN is not equal to itself
+    assert cbor.encode(fastcbor.decode_pair(raw)) == cbor.encode(expected)
+
+
+def test_decode_pair_refuses_a_non_canonical_envelope() -> None:
+    longhand = bytes([0x82, 0x18, 0x01, 0x41, 0x00])  # kind 1 in two bytes
+    with pytest.raises(DecodeError):
+        fastcbor.decode_pair(longhand)
+
+
+def _fixed_signature(data: bytes) -> bytes:
+    return bytes(64)
+
+
+@given(st.text(min_size=1, max_size=40), st.lists(
+    st.tuples(st.integers(0, 2**32), st.sampled_from(["committed", "rejected:rule.replay"]),
+              st.integers(0, 2**40)), min_size=1, max_size=receipt.MAX_ENTRIES))
+def test_receipt_bytes_match_the_portable_receipt(device_id: str, rows: list[tuple[int, str, int]]
+                                                  ) -> None:
+    entries = [receipt.Entry(seq, status, height) for seq, status, height in rows]
+    payload = fastcbor.receipt_payload(device_id, entries)
+    assert payload == receipt.encode_payload(device_id, entries)
+    fast = fastcbor.sign1(payload, b"node-0", _fixed_signature)
+    assert fast == cose.sign1(payload, b"node-0", _fixed_signature)
+    assert fast == receipt.sign("node-0", device_id, entries, _fixed_signature)
