@@ -47,7 +47,8 @@ def _add_run(commands: SubParsers) -> None:
         help="run a node: CoAP, MQTT and HTTP in front of its ledger",
         description="Run an aggregator node on its data directory: CoAP ingest "
         "(POST /gl/v1/up), MQTT ingest (gl/v1/+/up) with receipts on gl/v1/{device}/ack, "
-        "HTTP status and Prometheus metrics. Without --mqtt-url an embedded MQTT 3.1.1 "
+        "HTTP status, the query API (OpenAPI at /openapi.json; accounts from "
+        "`gridledger accounts`) and Prometheus metrics. Without --mqtt-url an embedded MQTT 3.1.1 "
         "broker is started on --embedded-mqtt. A data directory without a node is "
         "initialised first (with a new registrar in DATA/ca unless --ca-dir is given). "
         "SIGTERM or Ctrl-C stops it cleanly.",
@@ -65,6 +66,9 @@ def _add_run(commands: SubParsers) -> None:
     p.add_argument("--mqtt-url", help="broker to use, mqtt://host[:port] (default: embedded)")
     p.add_argument("--embedded-mqtt", default="127.0.0.1:1883", metavar="HOST:PORT",
                    help="where the embedded broker listens (default 127.0.0.1:1883)")
+    p.add_argument("--customer-keys", type=Path, metavar="FILE",
+                   help="class II key file (keep it outside the data directory); "
+                   "without it the node serves no customer fields")
     p.add_argument("--no-pool", action="store_true",
                    help="verify signatures on the event loop instead of two worker processes")
     p.add_argument("--peer-listen", metavar="HOST:PORT",
@@ -111,8 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         mqtt_url=args.mqtt_url, embedded_mqtt_host=embedded[0], embedded_mqtt_port=embedded[1])
     opened = node_mod.open_node(args.data_dir)
     try:
-        asyncio.run(_serve(opened, config, pool=not args.no_pool,
-                           peer_listen=args.peer_listen))
+        asyncio.run(_serve(opened, config, pool=not args.no_pool, data_dir=args.data_dir,
+                           customer_keys=args.customer_keys, peer_listen=args.peer_listen))
     finally:
         opened.close()
     return 0
@@ -131,12 +135,13 @@ def _initialise(data_dir: Path, ca_dir: Path | None) -> None:
           f"in {data_dir}")
 
 
-async def _serve(opened: node_mod.Node, config: NetConfig, pool: bool,
-                 peer_listen: str | None = None) -> None:
+async def _serve(opened: node_mod.Node, config: NetConfig, pool: bool, data_dir: Path,
+                 customer_keys: Path | None = None, peer_listen: str | None = None) -> None:
     from aggregator.cluster.node import ClusterNode
     from aggregator.cluster.runtime import cluster_node
     from aggregator.net.engine_node import EngineNode
     from aggregator.net.server import NodeServer
+    from aggregator.query.api import QueryApi
     node: EngineNode | ClusterNode
     if len(opened.genesis.validators) > 1:  # a BFT chain: the engine among validators
         node = cluster_node(opened, peer_listen)
@@ -144,11 +149,13 @@ async def _serve(opened: node_mod.Node, config: NetConfig, pool: bool,
         node = EngineNode.with_pool(opened.engine, opened.genesis.registrar_public_key)
     else:
         node = EngineNode(opened.engine)
+    query = QueryApi.for_node(opened, data_dir, node.submit_registry, customer_keys)
     await node.start()
     try:
-        await NodeServer(node, config).run_until_signalled()
+        await NodeServer(node, config, query.mount).run_until_signalled()
     finally:
         await node.shutdown()
+        query.close()
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

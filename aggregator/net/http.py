@@ -6,6 +6,9 @@ uvicorn runs as a task of the node's event loop on a socket we bind ourselves (s
 works and the bound port is known before serving); its own signal handling is switched
 off, because `NodeServer` owns SIGTERM and SIGINT.
 
+`mount(app)`, when given, adds routes before these (the query API of
+`aggregator.query.api`); a path it serves is not added again here.
+
 The node's handlers are `async def` on purpose: FastAPI runs a plain `def` handler in a
 worker thread, but the node (its engine, mempool and SQLite connection) belongs to the
 event loop, and a block being cut must never be read half-way.  On the loop a handler
@@ -79,14 +82,16 @@ def make_app(
     metrics: NetMetrics,
     block: Callable[[int], dict[str, object] | None] | None = None,
     registry: Callable[[bytes], Admission] | None = None,
+    mount: Callable[[FastAPI], None] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="GridLedger aggregator node", version="1")
+    if mount is not None:  # first, so its routes win (the query API guards /v1/blocks)
+        mount(app)
 
     @app.get("/v1/status")
     async def get_status() -> JSONResponse:
         return JSONResponse(status())
 
-    @app.get("/v1/blocks/{height}")
     async def get_block(height: str) -> JSONResponse:
         number = parse_height(height)
         if number is None:
@@ -95,6 +100,9 @@ def make_app(
         if found is None:
             return _error(404, CODE_NO_BLOCK, f"no committed block at height {number}")
         return JSONResponse(found)
+
+    if not _has_route(app, "/v1/blocks/{height}"):
+        app.get("/v1/blocks/{height}")(get_block)
 
     @app.post("/v1/registry", status_code=202)
     async def post_registry(request: Request) -> JSONResponse:
@@ -110,6 +118,10 @@ def make_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _has_route(app: FastAPI, path: str) -> bool:
+    return any(getattr(route, "path", None) == path for route in app.routes)
 
 
 async def _bounded_body(request: Request, limit_bytes: int) -> bytes | None:

@@ -27,9 +27,13 @@ import random
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from edge.portable.errors import LocalProtocolError
 
@@ -74,10 +78,15 @@ def parse_mqtt_url(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
+Mount = Callable[[FastAPI, CollectorRegistry], None]
+
+
 class NodeServer:
-    def __init__(self, node: Node, config: NetConfig | None = None) -> None:
+    def __init__(self, node: Node, config: NetConfig | None = None,
+                 mount: Mount | None = None) -> None:
         self.node = node
         self.config = config or NetConfig()
+        self._mount = mount   # more HTTP routes (the query API), with the metrics registry
         self.metrics = NetMetrics()
         self.hub = ReceiptHub()
         self.ingress = Ingress(node, self.metrics, {
@@ -107,7 +116,8 @@ class NodeServer:
             self.http = HttpTransport(c.http_host, c.http_port,
                                       make_app(self.node.status, self.metrics,
                                                block_lookup(self.node),
-                                               registry_submitter(self.node)))
+                                               registry_submitter(self.node),
+                                               self._http_mount()))
             await self.http.start()
             self.mqtt = MqttTransport(self._mqtt_settings(), self.ingress, self.hub,
                                       self.metrics, random.Random(c.seed))
@@ -120,6 +130,12 @@ class NodeServer:
             raise
         self._pump = asyncio.get_running_loop().create_task(self._pump_receipts())
         log.info("node.ready", extra={"fields": {"node": c.node_id, **self.ports}})
+
+    def _http_mount(self) -> Callable[[FastAPI], None] | None:
+        if self._mount is None:
+            return None
+        mount, registry = self._mount, self.metrics.registry
+        return lambda app: mount(app, registry)
 
     async def _pump_receipts(self) -> None:
         """Keep receipts flowing: a node whose iterator fails or ends is asked again."""

@@ -19,3 +19,16 @@ CHEAP_SCRYPT = ScryptParams(log_n=4, r=8, p=1)
 @pytest.fixture
 def rng() -> random.Random:
     return random.Random(SEED)
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One real node with the query API and the fixture world's batches committed."""
+    from tests.query.live import LiveNode, populate
+
+    node = LiveNode(tmp_path_factory.mktemp("live")).start()
+    try:
+        populate(node)
+        yield node
+    finally:
+        node.stop()

@@ -1,0 +1,374 @@
+"""Read side of the ledger: blocks, proofs and receipts, and an index of readings.
+
+Theory of operation
+-------------------
+`LedgerReader` opens the node's ledger file (`aggregator.store`) a second time,
+read-only.  SQLite in WAL mode lets it read committed blocks while the node writes the
+next one, and a block appears to it wholly or not at all (one transaction a block).
+Blocks, commits, readings-log nodes and reading rows are written once and never
+changed, so answers built from several reads agree even if a block commits between
+them.  Every SQL statement the query API runs against the ledger is in this module.
+
+Receipts (`bundle`): the reading rows of (device, seq) give the height and the leaf
+indices; the block's stored results give the batch's position among its txs; the block
+header, its stored commit (`seen_commit`, kept for every height) and the inclusion proofs
+against the header's log size complete `receipts.Bundle`.  Decoded blocks are kept in a
+small cache: a block is immutable once stored.
+
+`ReadingIndex` is a projection the query side keeps in DATA_DIR/query.sqlite: the
+values of every committed batch (meter, read time, OBIS code, value, unit), every
+violation record, which devices reported for which meter, and class III document records.
+The ledger keeps leaves as [device, seq, meter, batch hash]; the values are inside the
+signed batches in the block bodies, so the index reads each new block once and keeps
+the values by (meter, time).  It is derived data: delete the file and it is rebuilt.
+`catch_up` indexes at most CATCHUP_BLOCKS_MAX blocks a call, so a request after a long
+pause does not stall the event loop; `indexed_height` says how far it is.
+
+Limits
+------
+    BLOCK_CACHE_MAX      16     decoded blocks kept (a block is at most 32 MiB encoded,
+                                a few MB in practice).
+    CATCHUP_BLOCKS_MAX   64     blocks indexed per call (~2000 txs each).
+    PAGE_ROWS_MAX        1000   rows a page; a client pages with `after`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aggregator import block as block_mod
+from aggregator import tx as tx_mod
+from aggregator.app import Device
+from aggregator.merkle import MerkleLog
+from aggregator.store import SqliteNodeStore
+from edge.portable import batch as batch_mod
+from edge.portable import cbor, cose
+from edge.portable.errors import GridLedgerError, RemoteProtocolError
+from gridledger.files import open_private_sqlite
+
+from . import receipts
+from .documents import DocumentRecord
+
+BLOCK_CACHE_MAX = 16
+CATCHUP_BLOCKS_MAX = 64
+PAGE_ROWS_MAX = 1000
+INDEX_FILE = "query.sqlite"
+_RESULT_FIELDS = 7  # app.TxResult.to_obj: tx_hash, code, device, seq, first_leaf, count, viol
+
+
+class NotFoundError(RemoteProtocolError):
+    """A block, batch, device or log size the ledger does not hold (HTTP 404)."""
+
+    code = "query.not_found"
+
+
+class RangeError(RemoteProtocolError):
+    """A range that is not one (from after to, a size beyond the log): HTTP 400."""
+
+    code = "query.range"
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    height: int
+    time_s: int
+    block_hash: bytes
+    log_size: int
+    log_root: bytes
+    batches: int
+    readings: int
+    violations: int
+
+
+class LedgerReader:
+    """Read-only queries over one node's ledger file."""
+
+    def __init__(self, path: Path, chain_id: str) -> None:
+        if not path.exists():
+            raise NotFoundError(f"no ledger at {path}")
+        self.chain_id = chain_id
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                     check_same_thread=False)
+        self._blocks: OrderedDict[int, block_mod.Block] = OrderedDict()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def height(self) -> int:
+        row = self._conn.execute("SELECT MAX(height) FROM block").fetchone()
+        return int(row[0] or 0)
+
+    def block(self, height: int) -> block_mod.Block:
+        cached = self._blocks.get(height)
+        if cached is not None:
+            self._blocks.move_to_end(height)
+            return cached
+        row = self._conn.execute("SELECT data FROM block WHERE height = ?",
+                                 (height,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no committed block at height {height}")
+        found = block_mod.decode_block(bytes(row[0]))
+        self._blocks[height] = found
+        if len(self._blocks) > BLOCK_CACHE_MAX:
+            self._blocks.popitem(last=False)
+        return found
+
+    def header_bytes(self, height: int) -> bytes:
+        return self.block(height).raw_header()
+
+    def results(self, height: int) -> list[list[Any]]:
+        row = self._conn.execute("SELECT results FROM block WHERE height = ?",
+                                 (height,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no committed block at height {height}")
+        found = cbor.decode(bytes(row[0]), max_depth=4, max_items=1 << 20,
+                            max_size_bytes=block_mod.BLOCK_BYTES_MAX)
+        return [r for r in found if isinstance(r, list) and len(r) == _RESULT_FIELDS] \
+            if isinstance(found, list) else []
+
+    def commit(self, height: int) -> block_mod.Commit:
+        row = self._conn.execute("SELECT data FROM seen_commit WHERE height = ?",
+                                 (height,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no commit stored for height {height}")
+        return block_mod.decode_commit(cbor.decode(bytes(row[0])))
+
+    def summary(self) -> ChainSummary:
+        height = self.height
+        raw = self._conn.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
+        counts = cbor.decode(bytes(raw[0])) if raw is not None else None
+        if not height or not isinstance(counts, list) or len(counts) != 7:
+            return ChainSummary(0, 0, b"", 0, hashlib.sha256(b"").digest(), 0, 0, 0)
+        header = self.block(height).header
+        batches, readings, violations = (int(c) for c in counts[4:])
+        return ChainSummary(height, header.time_s, self.block(height).hash(), header.log_size,
+                            header.log_root, batches, readings, violations)
+
+    # -- devices -------------------------------------------------------------------------
+
+    def device(self, device_id: str) -> Device:
+        row = self._conn.execute("SELECT data FROM device WHERE device_id = ?",
+                                 (device_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no device {device_id!r} on the chain")
+        return Device.from_obj(cbor.decode(bytes(row[0]), max_items=1 << 16))
+
+    def devices(self, after: str, limit: int) -> list[Device]:
+        rows = self._conn.execute(
+            "SELECT data FROM device WHERE device_id > ? ORDER BY device_id LIMIT ?",
+            (after, limit))
+        return [Device.from_obj(cbor.decode(bytes(r[0]), max_items=1 << 16)) for r in rows]
+
+    # -- proofs and receipts -------------------------------------------------------------
+
+    def log(self) -> MerkleLog:
+        return MerkleLog(SqliteNodeStore(self._conn))
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]:
+        log = self.log()
+        if not 0 <= first <= second <= log.size:
+            raise RangeError(f"need 0 <= from {first} <= to {second} <= log size {log.size}")
+        return receipts.consistency_json(first, second, log.root(first), log.root(second),
+                                         log.consistency_proof(first, second))
+
+    def batch_rows(self, device_id: str, seq: int) -> list[tuple[int, int, str, bytes]]:
+        """(leaf index, height, meter, leaf data) of one committed batch, in leaf order."""
+        rows = self._conn.execute(
+            "SELECT idx, height, meter_id, leaf FROM reading WHERE device_id = ? AND seq = ? "
+            "ORDER BY idx", (device_id, seq))
+        return [(int(i), int(h), str(m), bytes(leaf)) for i, h, m, leaf in rows]
+
+    def bundle(self, device_id: str, seq: int) -> receipts.Bundle:
+        rows = self.batch_rows(device_id, seq)
+        if not rows:
+            raise NotFoundError(f"no committed batch {device_id}/{seq}")
+        height = rows[0][1]
+        block = self.block(height)
+        raw = self._batch_tx(block, self.results(height), device_id, seq)
+        message = tx_mod.decode(raw).body
+        log = self.log()
+        size = block.header.log_size
+        leaves = tuple(receipts.Leaf(meter, idx, tuple(log.inclusion_proof(idx, size)))
+                       for idx, _, meter, _ in rows)
+        certificate = None
+        if cose.parse(message).kcwt is None:
+            certificate = self.device(device_id).certificate
+        commit = self.commit(height)
+        whole = None if commit.round is None else block.encode()  # BFT signs the whole block
+        return receipts.Bundle(self.chain_id, device_id, seq, message, certificate, leaves,
+                               block.raw_header(), commit, whole)
+
+    @staticmethod
+    def _batch_tx(block: block_mod.Block, results: list[list[Any]], device_id: str,
+                  seq: int) -> bytes:
+        for raw, result in zip(block.txs, results, strict=False):
+            if result[1] == "ok" and result[2] == device_id and result[3] == seq:
+                return raw
+        raise NotFoundError(f"batch {device_id}/{seq} is not among the block's results")
+
+
+# -- the reading index -------------------------------------------------------------------
+
+_INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reading_value (
+    id INTEGER PRIMARY KEY, meter TEXT NOT NULL, time_s INTEGER NOT NULL,
+    device_id TEXT NOT NULL, seq INTEGER NOT NULL, obis TEXT NOT NULL, value, unit TEXT NOT NULL,
+    height INTEGER NOT NULL, leaf_index INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS reading_value_by_meter ON reading_value (meter, time_s, id);
+CREATE TABLE IF NOT EXISTS meter_device (meter TEXT NOT NULL, device_id TEXT NOT NULL,
+    PRIMARY KEY (meter, device_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS violation (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    height INTEGER NOT NULL, code TEXT NOT NULL, meter TEXT NOT NULL, obis TEXT NOT NULL,
+    detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS violation_by_device ON violation (device_id, id);
+CREATE TABLE IF NOT EXISTS document (
+    digest TEXT PRIMARY KEY, kind TEXT NOT NULL, meter TEXT NOT NULL,
+    valid_from_s INTEGER NOT NULL, valid_until_s INTEGER NOT NULL, signer TEXT NOT NULL,
+    record BLOB NOT NULL, stored_at_s INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS document_by_meter ON document (meter, valid_until_s);
+"""
+
+ReadingRow = tuple[int, str, int, str, int, str, Any, str, int, int]
+ViolationRow = tuple[int, str, int, int, str, str, str, str]
+
+
+class ReadingIndex:
+    """DATA_DIR/query.sqlite: values, violations and documents by meter and device."""
+
+    def __init__(self, data_dir: Path, reader: LedgerReader) -> None:
+        self._db = open_private_sqlite(data_dir / INDEX_FILE)
+        self._db.executescript(_INDEX_SCHEMA)
+        self._reader = reader
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def indexed_height(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'height'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    @property
+    def txs(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'txs'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def catch_up(self, blocks_max: int = CATCHUP_BLOCKS_MAX) -> int:
+        """Index the next blocks up to the ledger's height; returns the indexed height."""
+        done = self.indexed_height
+        top = min(self._reader.height, done + blocks_max)
+        for height in range(done + 1, top + 1):
+            self._index_block(height)
+        return top if top > done else done
+
+    def _index_block(self, height: int) -> None:
+        block = self._reader.block(height)
+        results = self._reader.results(height)
+        values: list[tuple[Any, ...]] = []
+        violations: list[tuple[Any, ...]] = []
+        for raw, result in zip(block.txs, results, strict=False):
+            violations.extend(_violation_rows(result, height))
+            if result[1] == "ok":
+                values.extend(_value_rows(raw, result, height))
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT INTO reading_value (meter, time_s, device_id, seq, "
+                                 "obis, value, unit, height, leaf_index) VALUES "
+                                 "(?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+            self._db.executemany("INSERT OR IGNORE INTO meter_device VALUES (?, ?)",
+                                 {(v[0], v[2]) for v in values})
+            self._db.executemany("INSERT INTO violation (device_id, seq, height, code, meter, "
+                                 "obis, detail) VALUES (?, ?, ?, ?, ?, ?, ?)", violations)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('height', ?)", (height,))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('txs', ?)",
+                             (self.txs + len(block.txs),))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- queries -------------------------------------------------------------------------
+
+    def devices_of_meter(self, meter: str) -> frozenset[str]:
+        rows = self._db.execute("SELECT device_id FROM meter_device WHERE meter = ?", (meter,))
+        return frozenset(str(r[0]) for r in rows)
+
+    def readings(self, meter: str, from_s: int, to_s: int, after: int,
+                 limit: int) -> list[ReadingRow]:
+        rows = self._db.execute(
+            "SELECT id, meter, time_s, device_id, seq, obis, value, unit, height, leaf_index "
+            "FROM reading_value WHERE meter = ? AND time_s >= ? AND time_s < ? AND id > ? "
+            "ORDER BY id LIMIT ?", (meter, from_s, to_s, after, limit))
+        return [tuple(r) for r in rows]
+
+    def violations(self, device_id: str | None, after: int, limit: int) -> list[ViolationRow]:
+        if device_id is None:
+            rows = self._db.execute(
+                "SELECT id, device_id, seq, height, code, meter, obis, detail FROM violation "
+                "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+        else:
+            rows = self._db.execute(
+                "SELECT id, device_id, seq, height, code, meter, obis, detail FROM violation "
+                "WHERE device_id = ? AND id > ? ORDER BY id LIMIT ?", (device_id, after, limit))
+        return [tuple(r) for r in rows]
+
+    # -- class III document records ------------------------------------------------------
+
+    def put_document(self, record: DocumentRecord, signer: str, signed: bytes,
+                     now_s: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO document VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.digest.hex(), record.kind, record.meter, record.valid_from_s,
+             record.valid_until_s, signer, signed, now_s))
+
+    def document(self, digest_hex: str) -> tuple[DocumentRecord, str, bytes] | None:
+        row = self._db.execute(
+            "SELECT digest, kind, meter, valid_from_s, valid_until_s, signer, record "
+            "FROM document WHERE digest = ?", (digest_hex,)).fetchone()
+        if row is None:
+            return None
+        return _record(row), str(row[5]), bytes(row[6])
+
+    def documents_of_meter(self, meter: str) -> list[tuple[DocumentRecord, str, bytes]]:
+        rows = self._db.execute(
+            "SELECT digest, kind, meter, valid_from_s, valid_until_s, signer, record "
+            "FROM document WHERE meter = ? ORDER BY valid_until_s, digest LIMIT ?",
+            (meter, PAGE_ROWS_MAX))
+        return [(_record(r), str(r[5]), bytes(r[6])) for r in rows]
+
+
+def _record(row: Iterable[Any]) -> DocumentRecord:
+    digest, kind, meter, valid_from_s, valid_until_s, *_ = row
+    return DocumentRecord(bytes.fromhex(digest), kind, meter, valid_from_s, valid_until_s)
+
+
+def _violation_rows(result: list[Any], height: int) -> Iterator[tuple[Any, ...]]:
+    found = result[6] if isinstance(result[6], list) else []
+    for v in found:
+        if isinstance(v, list) and len(v) == 6:
+            code, device_id, seq, meter, obis, detail = v
+            yield (device_id, seq, height, code, meter, obis, detail)
+
+
+def _value_rows(raw: bytes, result: list[Any], height: int) -> Iterator[tuple[Any, ...]]:
+    try:
+        item = tx_mod.decode(raw)
+        if item.kind != tx_mod.BATCH:
+            return
+        _, found = batch_mod.open_message(item.body)
+    except GridLedgerError:  # committed "ok" batches parse; anything else is not a batch
+        return
+    first_leaf = int(result[4])
+    for offset, group in enumerate(found.meters):
+        for record in group.records:
+            yield (group.meter_id, group.read_time_s, found.device_id, found.seq,
+                   record.name, record.value, record.unit, height, first_leaf + offset)
