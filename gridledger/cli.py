@@ -23,6 +23,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("aggregator.cli", "aggregator", "aggregator node: genesis, ledger"),
     ("aggregator.cluster.cli", "cluster", "a BFT cluster of nodes on loopback: up, status, down"),
     ("aggregator.query.cli", "accounts", "accounts of the query API: add, list, remove"),
+    ("aggregator.query.verify_cli", "verify", "check a reading's receipt offline against genesis"),
 )
 
 EXIT_INPUT_ERROR = 2

@@ -407,12 +407,17 @@ def _check_leaves(bundle: Bundle, batch: batch_mod.Batch, header: block_mod.Head
     batch_hash = hashlib.sha256(bundle.batch).digest()
     for leaf in bundle.leaves:
         data = leaf_data(batch.device_id, batch.seq, leaf.meter, batch_hash)
-        try:
-            verify_inclusion(leaf_hash(data), leaf.index, header.log_size, list(leaf.proof),
-                             header.log_root)
-        except ProofError as exc:
-            raise ReceiptInclusionError(f"leaf {leaf.index} ({leaf.meter}): [{exc.code}] "
-                                        f"{exc}") from None
+        check_inclusion(data, leaf.index, header.log_size, leaf.proof, header.log_root,
+                        f"leaf {leaf.index} ({leaf.meter})")
+
+
+def check_inclusion(data: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes,
+                    what: str = "leaf") -> None:
+    """RFC 9162 §2.1.3.2 for leaf data `data`; ReceiptInclusionError naming `what`."""
+    try:
+        verify_inclusion(leaf_hash(data), index, size, list(proof), root)
+    except ProofError as exc:
+        raise ReceiptInclusionError(f"{what}: [{exc.code}] {exc}") from None
 
 
 def leaf_data(device_id: str, seq: int, meter_id: str, batch_hash: bytes) -> bytes:
