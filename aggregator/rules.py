@@ -17,6 +17,13 @@ certificate and enrollment have already been checked, in this fixed order:
     check_skew         with a synced clock (batch field 4 = 1): sent_at more than
                        SKEW_AHEAD_S after the block time or more than SKEW_BEHIND_S
                        before it, or a read time (bt) more than SKEW_AHEAD_S after it.
+    check_verification a meter that has metrological verification certificates (class
+                       III records: validity [from, until)) none of which is in force at
+                       the read time (bt): its readings come from a meter whose
+                       verification expired.  A meter without any record is not judged:
+                       "never verified" and "not uploaded yet" look alike.  The query API
+                       flags readings with it; execution does not run it yet, because
+                       document records are not chain transactions yet.
 
 Every rule returns violation records; only replay rejects.  A batch that breaks the
 others is still committed: it is evidence, and the violation records on chain say what
@@ -39,7 +46,7 @@ batch.MAX_METERS bounds the groups; the detail text is at most DETAIL_CHARS_MAX.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from edge.portable.batch import SUM_UNITS, Batch
@@ -55,6 +62,7 @@ __all__ = [
     "SKEW",
     "SKEW_AHEAD_S",
     "SKEW_BEHIND_S",
+    "VERIFICATION",
     "WEIGHTS",
     "Limits",
     "Registers",
@@ -64,6 +72,7 @@ __all__ = [
     "check_plausibility",
     "check_replay",
     "check_skew",
+    "check_verification",
     "credit_score",
     "next_registers",
 ]
@@ -74,6 +83,7 @@ GAP = "rule.gap"
 BACKWARDS = "rule.backwards"
 PLAUSIBILITY = "rule.plausibility"
 SKEW = "rule.skew"
+VERIFICATION = "rule.verification"
 
 # A synced clock (NTP, GNSS) is within seconds; five minutes leaves room for a gateway
 # whose sync just lapsed without calling honest readings skewed.
@@ -179,6 +189,25 @@ def check_skew(batch: Batch, block_time_s: int) -> list[Violation]:
             ahead = group.read_time_s - block_time_s
             found.append(_violation(SKEW, batch, f"bt {ahead} s ahead", group.meter_id))
     return found
+
+
+Periods = Mapping[str, Sequence[tuple[int, int]]]
+"""Validity [valid_from_s, valid_until_s) of each meter's verification certificates."""
+
+
+def verification_lapsed(periods: Sequence[tuple[int, int]], at_s: int) -> bool:
+    """True when there are periods and none covers `at_s` (a renewal supersedes)."""
+    return bool(periods) and not any(start <= at_s < until for start, until in periods)
+
+
+def check_verification(periods: Periods, batch: Batch) -> list[Violation]:
+    """One violation per meter group read while no verification of its meter was in force."""
+    return [
+        _violation(VERIFICATION, batch, f"no verification in force at bt {group.read_time_s}",
+                   group.meter_id)
+        for group in batch.meters
+        if verification_lapsed(periods.get(group.meter_id, ()), group.read_time_s)
+    ]
 
 
 def next_registers(registers: Registers, batch: Batch) -> dict[tuple[str, str], int | float]:

@@ -64,7 +64,7 @@ from pydantic import BaseModel, Field
 
 from aggregator import tx as tx_mod
 from aggregator.app import Device
-from aggregator.rules import credit_score
+from aggregator.rules import credit_score, verification_lapsed
 from edge.crypto import SigningKey
 from edge.portable.errors import GridLedgerError, RemoteProtocolError
 from gridledger.genesis import Genesis
@@ -465,8 +465,9 @@ def _meter_routes(app: FastAPI, api: QueryApi) -> None:
         if from_s > to_s:
             raise ApiError(400, "query.range", "from must not be after to")
         rows = api.index.readings(meter, from_s, to_s, after, limit)
-        records = [r for r, _, _ in api.index.documents_of_meter(meter)]
-        cells = tuple(_reading_cells(row, records) for row in rows)
+        periods = [(r.valid_from_s, r.valid_until_s) for r, _, _ in
+                   api.index.documents_of_meter(meter) if r.kind == "verification"]
+        cells = tuple(_reading_cells(row, periods) for row in rows)
         table = Table("readings", f"readings of meter {meter}", api.now_s(),
                       _READING_COLUMNS, cells)
         more = _next(request, rows[-1][0]) if len(rows) == limit else None
@@ -502,12 +503,11 @@ def _meter_routes(app: FastAPI, api: QueryApi) -> None:
                             _DOCUMENT_COLUMNS, rows), format)
 
 
-def _reading_cells(row: tuple[Any, ...], records: list[documents.DocumentRecord]
-                   ) -> tuple[Any, ...]:
+def _reading_cells(row: tuple[Any, ...], periods: list[tuple[int, int]]) -> tuple[Any, ...]:
     _, meter, time_s, device_id, seq, obis, value, unit, height, leaf_index = row
     number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
     text = value if isinstance(value, str) else None
-    lapsed = documents.verification_lapsed(records, meter, time_s)
+    lapsed = verification_lapsed(periods, time_s)  # the rule aggregator.rules defines
     return (meter, time_s, device_id, seq, obis, number, text, unit, height, leaf_index, lapsed)
 
 

@@ -105,3 +105,19 @@ def test_credit_score_recovers_with_good_batches() -> None:
 def test_violation_detail_is_bounded() -> None:
     found = rules.check_gap(0, batch(seq=2**62))
     assert found is not None and len(found.detail) <= rules.DETAIL_CHARS_MAX
+
+
+def test_verification_flags_a_meter_whose_certificates_all_lapsed() -> None:
+    expired = {"M1": [(T - 1000, T - 10)]}
+    [found] = rules.check_verification(expired, batch(bt=T - 1))
+    assert (found.code, found.meter_id, found.seq) == (rules.VERIFICATION, "M1", 5)
+    assert rules.check_verification({"M1": [(T + 10, T + 1000)]}, batch(bt=T - 1))  # not yet
+
+
+def test_verification_passes_a_renewed_or_unrecorded_meter() -> None:
+    renewed = {"M1": [(T - 1000, T - 10), (T - 10, T + 1000)]}
+    assert rules.check_verification(renewed, batch(bt=T - 1)) == []
+    assert rules.check_verification({}, batch()) == []           # never recorded: not judged
+    assert rules.check_verification({"M2": [(0, 1)]}, batch()) == []  # another meter's record
+    assert rules.check_verification({"M1": [(T - 1, T)]}, batch(bt=T - 1)) == []
+    assert rules.check_verification({"M1": [(T - 1, T)]}, batch(bt=T))   # until is exclusive
