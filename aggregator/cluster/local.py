@@ -54,6 +54,9 @@ READY_S = 30.0
 STOP_S = 10.0
 LOOPBACK = "127.0.0.1"
 POLL_S = 0.1
+# Node processes this process started, kept so that they are reaped (and Popen does not
+# warn about a child it forgot); `cluster up` itself exits and leaves them running.
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class ClusterError(LocalProtocolError):
@@ -150,6 +153,7 @@ def start_node(entry: dict[str, Any]) -> int:
         process = subprocess.Popen(command(entry), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     entry["pid"] = process.pid
+    _children[process.pid] = process
     return process.pid
 
 
@@ -189,6 +193,12 @@ def _serving(entry: dict[str, Any]) -> Callable[[], bool]:
 
 def alive(pid: int | None) -> bool:
     if not pid:
+        return False
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
         return False
     try:
         os.kill(pid, 0)
