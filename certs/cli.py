@@ -11,7 +11,14 @@ import urllib.request
 from pathlib import Path
 
 from aggregator import tx as tx_mod
-from certs.registrar import Registrar, RegistrarError, registrar_public_key, revoked_devices
+from certs.registrar import (
+    ISSUE_MANY_MAX,
+    Registrar,
+    RegistrarError,
+    registrar_public_key,
+    revoked_devices,
+    write_bundle,
+)
 from edge import crypto
 from edge.portable import cwt
 from edge.portable.errors import CertificateError
@@ -48,11 +55,19 @@ def _add_issue(commands: SubParsers) -> None:
         description="Issue a device certificate (a CWT signed by the registrar). Without "
         "--public-key a new device key is generated and written to --key-out; with it, "
         "only that public key is certified (a secure element keeps its private key).",
-        epilog="example: gridledger certs issue --dir ca --device-id gw-0001 "
-        "--meter SDM630-17 --out gw-0001.cwt --key-out gw-0001.key",
+        epilog="examples: gridledger certs issue --dir ca --device-id gw-0001 "
+        "--meter SDM630-17 --out gw-0001.cwt --key-out gw-0001.key;  "
+        "gridledger certs issue --dir ca --count 100000 --prefix gw- --out fleet.jsonl",
     )
     p.add_argument("--dir", required=True, type=Path, help="registrar directory")
-    p.add_argument("--device-id", required=True, help="device id: 1..64 of [A-Za-z0-9._:-]")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device-id", help="device id: 1..64 of [A-Za-z0-9._:-]")
+    who.add_argument("--count", type=int, metavar="N",
+                     help="issue N devices PREFIX000001.. in one operation into one identity "
+                     "bundle --out (JSON Lines with private keys, 0600)")
+    p.add_argument("--prefix", default="gw-", help="device id prefix with --count (default gw-)")
+    p.add_argument("--meters-per-device", type=int, default=1, metavar="M",
+                   help="with --count: meters DEVICE.m1..mM in each certificate (default 1)")
     p.add_argument("--public-key", type=Path, help="PEM public key to certify (secure element)")
     p.add_argument("--meter", action="append", default=[], metavar="SERIAL",
                    help="a meter serial the device may report for (repeatable)")
@@ -121,6 +136,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_issue(args: argparse.Namespace) -> int:
     registrar = Registrar.open(args.dir)
+    if args.count is not None:
+        return _issue_bundle(registrar, args)
     public_key = None
     if args.public_key is not None:
         public_key = crypto.public_key_from_pem(args.public_key.read_bytes(), str(args.public_key))
@@ -138,6 +155,37 @@ def cmd_issue(args: argparse.Namespace) -> int:
     if issued.device_key is not None:
         print(f"device private key written to {args.key_out} (0600)")
     return 0
+
+
+def _issue_bundle(registrar: Registrar, args: argparse.Namespace) -> int:
+    if args.public_key is not None or args.meter:
+        print("error [certs.usage]: --count generates keys and names meters itself; "
+              "drop --public-key and --meter", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    device_ids = bundle_device_ids(args.prefix, args.count)
+    meters = args.meters_per_device
+    issued = registrar.issue_many(device_ids, int(time.time()),
+                                  lambda d: bundle_meter_ids(d, meters), args.days)
+    write_bundle(args.out, registrar, issued)
+    elapsed_s = time.perf_counter() - started
+    print(f"{len(issued)} certificates {device_ids[0]}..{device_ids[-1]} with {meters} "
+          f"meter(s) each written to {args.out} (0600, holds private keys) in {elapsed_s:.1f} s")
+    return 0
+
+
+def bundle_device_ids(prefix: str, count: int) -> list[str]:
+    """PREFIX000001..: zero-padded to at least 6 digits so ids sort as they were issued."""
+    if not 0 < count <= ISSUE_MANY_MAX:
+        raise RegistrarError(f"--count must be 1..{ISSUE_MANY_MAX}")
+    width = max(6, len(str(count)))
+    return [f"{prefix}{n:0{width}d}" for n in range(1, count + 1)]
+
+
+def bundle_meter_ids(device_id: str, meters: int) -> tuple[str, ...]:
+    if not 0 < meters <= cwt.MAX_METERS:
+        raise RegistrarError(f"--meters-per-device must be 1..{cwt.MAX_METERS}")
+    return tuple(f"{device_id}.m{j}" for j in range(1, meters + 1))
 
 
 def cmd_show(args: argparse.Namespace) -> int:

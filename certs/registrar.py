@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from edge import crypto
 from edge.portable import batch as batch_mod
 from edge.portable import cwt
 from edge.portable.errors import LocalProtocolError
+from gridledger.files import write_private
 
 KEY_FILE = "registrar.key"
 PUB_FILE = "registrar.pub"
@@ -35,6 +37,8 @@ REVOCATIONS_FILE = "revocations.json"
 DEFAULT_VALIDITY_DAYS = 730
 MAX_VALIDITY_DAYS = 36500
 SECONDS_PER_DAY = 86400
+# A batch issuance holds every new key in memory (~1 KiB a device with its certificate).
+ISSUE_MANY_MAX = 1_000_000
 
 
 class RegistrarError(LocalProtocolError):
@@ -105,6 +109,32 @@ class Registrar:
         days: int = DEFAULT_VALIDITY_DAYS,
     ) -> Issued:
         """Certify `public_key`, or a newly generated device key when none is given."""
+        issued = self._certify(device_id, now_s, public_key, meters, days)
+        self._log_issued([issued])
+        return issued
+
+    def issue_many(
+        self,
+        device_ids: list[str],
+        now_s: int,
+        meters_of: Callable[[str], tuple[str, ...]] = lambda _device_id: (),
+        days: int = DEFAULT_VALIDITY_DAYS,
+    ) -> list[Issued]:
+        """Certify a new key for each of `device_ids` in one operation: the same checks
+        and certificates as `issue`, one append to issued.jsonl for the whole batch.
+        At most ISSUE_MANY_MAX devices, so a typo cannot fill the disk."""
+        if not 0 < len(device_ids) <= ISSUE_MANY_MAX:
+            raise RegistrarError(f"a batch issues 1..{ISSUE_MANY_MAX} certificates")
+        if len(set(device_ids)) != len(device_ids):
+            raise RegistrarError("device ids in a batch must be distinct")
+        issued = [self._certify(d, now_s, None, meters_of(d), days) for d in device_ids]
+        self._log_issued(issued)
+        return issued
+
+    def _certify(
+        self, device_id: str, now_s: int, public_key: bytes | None, meters: tuple[str, ...],
+        days: int,
+    ) -> Issued:
         if not batch_mod.valid_id(device_id):
             raise RegistrarError("device id must be 1..64 of [A-Za-z0-9._:-]")
         for serial in meters:
@@ -120,19 +150,21 @@ class Registrar:
             self.name, device_id, public_key, now_s, now_s + days * SECONDS_PER_DAY, list(meters)
         )
         certificate = cwt.issue(claims, self.public_key, self.key.sign)
-        self._log_issued(claims, certificate)
         return Issued(certificate, claims, device_key)
 
-    def _log_issued(self, claims: cwt.DeviceCertificate, certificate: bytes) -> None:
-        entry = {
-            "device_id": claims.device_id,
-            "certificate_sha256": hashlib.sha256(certificate).hexdigest(),
-            "issued_at": claims.issued_at,
-            "expires_at": claims.expires_at,
-            "meters": claims.meters,
-        }
+    def _log_issued(self, issued: list[Issued]) -> None:
+        lines = []
+        for item in issued:
+            entry = {
+                "device_id": item.claims.device_id,
+                "certificate_sha256": hashlib.sha256(item.certificate).hexdigest(),
+                "issued_at": item.claims.issued_at,
+                "expires_at": item.claims.expires_at,
+                "meters": item.claims.meters,
+            }
+            lines.append(json.dumps(entry, sort_keys=True) + "\n")
         with open(self.directory / ISSUED_FILE, "a") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            handle.write("".join(lines))
 
     # -- revocation --------------------------------------------------------------------
 
@@ -169,3 +201,68 @@ def registrar_public_key(directory: Path) -> bytes:
     if not path.exists():
         raise RegistrarError(f"{directory} has no {PUB_FILE}")
     return crypto.public_key_from_pem(path.read_bytes(), str(path))
+
+
+# -- identity bundles --------------------------------------------------------------------
+#
+# A batch issuance writes one file instead of two per device: JSON Lines, a header line
+#     {"format": "gridledger-identities", "version": 1, "registrar": NAME,
+#      "key_id": HEX, "count": N}
+# then one line per device
+#     {"device_id": ID, "key": HEX (32-byte P-256 secret), "certificate": HEX (CWT),
+#      "meters": [SERIAL, ...]}
+# It holds private keys: written 0600 through `gridledger.files.write_private`, never
+# logged, never committed.
+
+BUNDLE_FORMAT = "gridledger-identities"
+BUNDLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    key: crypto.SigningKey
+    certificate: bytes
+    meters: tuple[str, ...]
+
+
+def write_bundle(path: Path, registrar: Registrar, issued: list[Issued]) -> None:
+    header = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "registrar": registrar.name,
+              "key_id": registrar.key_id.hex(), "count": len(issued)}
+    lines = [json.dumps(header, sort_keys=True)]
+    for item in issued:
+        if item.device_key is None:
+            raise RegistrarError(f"{item.claims.device_id}: no private key to bundle")
+        lines.append(json.dumps({
+            "device_id": item.claims.device_id, "key": item.device_key.to_bytes().hex(),
+            "certificate": item.certificate.hex(), "meters": item.claims.meters,
+        }, sort_keys=True))
+    write_private(path, ("\n".join(lines) + "\n").encode())
+
+
+def read_bundle(path: Path) -> list[Identity]:
+    """The identities of a bundle; RegistrarError (certs.bundle) naming the line if bad."""
+    try:
+        lines = path.read_text().splitlines()
+        header = json.loads(lines[0]) if lines else {}
+    except (OSError, UnicodeError, json.JSONDecodeError) as exc:
+        raise RegistrarError(f"{path}: not an identity bundle ({exc})", "certs.bundle") from None
+    if header.get("format") != BUNDLE_FORMAT or header.get("version") != BUNDLE_VERSION:
+        raise RegistrarError(f"{path}: not a {BUNDLE_FORMAT} v{BUNDLE_VERSION} file",
+                             "certs.bundle")
+    identities = [_identity(path, number, line) for number, line in enumerate(lines[1:], 2)]
+    if len(identities) != header.get("count"):
+        raise RegistrarError(f"{path}: header says {header.get('count')} identities, "
+                             f"file holds {len(identities)}", "certs.bundle")
+    return identities
+
+
+def _identity(path: Path, number: int, line: str) -> Identity:
+    try:
+        row = json.loads(line)
+        return Identity(str(row["device_id"]), crypto.SigningKey.from_bytes(
+            bytes.fromhex(row["key"])), bytes.fromhex(row["certificate"]),
+            tuple(str(m) for m in row["meters"]))
+    except (KeyError, TypeError, ValueError, LocalProtocolError) as exc:
+        raise RegistrarError(f"{path}:{number}: bad identity line ({type(exc).__name__})",
+                             "certs.bundle") from None

@@ -56,6 +56,9 @@ def parse_fault(text: str) -> tuple[int, str]:
 def register(sub: SubParsers, name: str, help_text: str) -> None:
     commands = command_group(sub, name, help_text)
     add_meter_command(commands)
+    from simulator.fleet.cli import add_fleet_command
+
+    add_fleet_command(commands)
 
 
 def add_meter_command(commands: SubParsers) -> None:
