@@ -70,3 +70,7 @@ typecheck-firmware:
 # committed readings/s of one node (direct and over CoAP) against this machine's verify rate
 bench-ingest *ARGS:
     python bench/bench_ingest.py {{ARGS}}
+
+# committed readings/s and p50/p99 commit latency: 4 BFT validator processes against solo
+bench-cluster *ARGS:
+    python bench/bench_cluster.py {{ARGS}}
