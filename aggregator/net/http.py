@@ -167,6 +167,9 @@ class HttpTransport:
             sock = socket.create_server((self.host, self.port), reuse_port=False)
         except OSError as exc:
             raise TransportError(f"HTTP cannot bind {self.host}:{self.port}: {exc}") from None
+        # uvicorn writes a response's head and body separately; with Nagle on, the body
+        # waits for the client's delayed ACK (40 ms a request).  Accepted sockets inherit it.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket = sock
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ import cbor2
 from aggregator import block as block_mod
 from aggregator import tx as tx_mod
 from aggregator.app import Device
-from aggregator.merkle import MerkleLog
+from aggregator.merkle import LogRangeError, MerkleLog, Node
 from aggregator.store import SqliteNodeStore
 from edge.portable import batch as batch_mod
 from edge.portable import cbor, cose
@@ -222,7 +222,8 @@ class LedgerReader:
         if position is None:
             raise NotFoundError(f"batch {device_id}/{seq} is not among the block's results")
         message = tx_mod.decode(view.txs[position]).body
-        log = self.log()
+        log = MerkleLog(_MemoNodes(SqliteNodeStore(self._conn)))  # a batch's leaves are
+        # neighbours: their paths share most nodes
         size = view.header.log_size
         leaves = tuple(receipts.Leaf(meter, idx, tuple(log.inclusion_proof(idx, size)))
                        for idx, _, meter, _ in rows)
@@ -254,6 +255,26 @@ class LedgerReader:
         if len(self._views) > BLOCK_CACHE_MAX:
             self._views.popitem(last=False)
         return view
+
+
+class _MemoNodes:
+    """A read-only NodeStore that reads each node once (for one receipt's proofs)."""
+
+    def __init__(self, base: SqliteNodeStore) -> None:
+        self._base = base
+        self._seen: dict[tuple[int, int], bytes] = {}
+
+    def leaf_count(self) -> int:
+        return self._base.leaf_count()
+
+    def node(self, level: int, index: int) -> bytes:
+        found = self._seen.get((level, index))
+        if found is None:
+            found = self._seen[(level, index)] = self._base.node(level, index)
+        return found
+
+    def append(self, leaf_count: int, nodes: Sequence[Node]) -> None:
+        raise LogRangeError("the read side never appends")
 
 
 @dataclass(frozen=True)
