@@ -28,15 +28,18 @@ def register(sub: SubParsers, name: str, help_text: str) -> None:
                    help="seconds to run before reconciling, at least 12 (default 30)")
     p.add_argument("--dir", type=Path, help="keep keys, ledger and logs here")
     p.add_argument("--seed", type=int, default=1, help="seed of the simulated meters")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="validators: 1 is a solo node (default); 4 a BFT cluster, 4..16")
     p.add_argument("--identity-only", action="store_true",
                    help="only walk one reading through signing and verification, offline")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not 2 <= args.meters <= 30 or args.duration < 12:
-        print("error [demo.usage]: --meters must be 2..30 and --duration at least 12 s",
-              file=sys.stderr)
+    if not 2 <= args.meters <= 30 or args.duration < 12 or not \
+            (args.nodes == 1 or 4 <= args.nodes <= 16):
+        print("error [demo.usage]: --meters must be 2..30, --duration at least 12 s and "
+              "--nodes 1 or 4..16", file=sys.stderr)
         return 2
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
@@ -54,4 +57,5 @@ def _run(args: argparse.Namespace, directory: Path) -> int:
         return identity_demo.run(directory, args.seed)
     from gridledger.system_demo import Demo
 
-    return asyncio.run(Demo(directory, args.meters, args.duration, args.seed).run())
+    return asyncio.run(Demo(directory, args.meters, args.duration, args.seed,
+                            args.nodes).run())

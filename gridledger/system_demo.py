@@ -1,9 +1,12 @@
 """The whole system on this machine, with faults, and a reconciliation.
 
 One aggregator node (solo engine, SQLite ledger, CoAP, HTTP and an embedded MQTT broker)
-runs in this process; simulated meters answer over Modbus TCP (SDM630 units) and DSMR P1
-on a pseudo-terminal; two Pi edge agents run as their own processes, one uplinking over
-MQTT (some SDM630 units and the P1 meter), one over CoAP (the other units).  A live view
+runs in this process, or with `nodes` > 1 a BFT cluster of that many validators (each with
+its own ledger, CoAP, HTTP and broker, linked over loopback TCP; the MQTT agent uplinks to
+node-0 and the CoAP agent to node-1, so batches cross the cluster by gossip); simulated
+meters answer over Modbus TCP (SDM630 units) and DSMR P1 on a pseudo-terminal; two Pi
+edge agents run as their own processes, one uplinking over MQTT (some SDM630 units and
+the P1 meter), one over CoAP (the other units).  A live view
 prints the height, readings committed per second, commit latency (ingest to signed
 receipt), rejects and violations, and every meter in trouble.
 
@@ -35,7 +38,7 @@ import aiocoap
 
 from aggregator import node as node_mod
 from aggregator.net.engine_node import EngineNode
-from aggregator.net.ports import Admission, CommitReceipt
+from aggregator.net.ports import Admission, CommitReceipt, Node
 from aggregator.net.server import NetConfig, NodeServer, configure_json_logging
 from certs.registrar import Registrar
 from edge import crypto
@@ -92,7 +95,7 @@ class Watch:
 class WatchedNode:
     """The node port with the demo looking on; decisions stay the engine's."""
 
-    def __init__(self, inner: EngineNode, watch: Watch) -> None:
+    def __init__(self, inner: Node, watch: Watch) -> None:
         self.inner = inner
         self.watch = watch
 
@@ -125,8 +128,10 @@ class Gateway:
 
 
 class Demo:
-    def __init__(self, directory: Path, meters: int, duration_s: float, seed: int) -> None:
+    def __init__(self, directory: Path, meters: int, duration_s: float, seed: int,
+                 nodes: int = 1) -> None:
         self.dir = directory
+        self.nodes = nodes
         self.meters = meters
         self.duration_s = duration_s
         self.seed = seed
@@ -136,6 +141,8 @@ class Demo:
 
     async def run(self) -> int:
         configure_json_logging(path=self.dir / "node.log")  # the terminal is for the view
+        if self.nodes > 1:
+            return await ClusterDemo(self).run()
         registrar = Registrar.init(self.dir / "ca", "demo-utility")
         node_mod.init(self.dir / "node", self.dir / "ca", "gl-demo", int(time.time()))
         opened = node_mod.open_node(self.dir / "node")
@@ -191,7 +198,8 @@ class Demo:
         return gateways
 
     def _gateway(self, registrar: Registrar, device_id: str, transport: str,
-                 urls: dict[str, str], ports: dict[str, int]) -> Gateway:
+                 urls: dict[str, str], ports: dict[str, int],
+                 genesis: Path | None = None) -> Gateway:
         issued = registrar.issue(device_id, int(time.time()) - 60, meters=tuple(urls), days=1)
         assert issued.device_key is not None
         key, cert = self.dir / f"{device_id}.key", self.dir / f"{device_id}.cwt"
@@ -204,7 +212,7 @@ class Demo:
                   for arg in ("--meter", f"{url}{'&' if '?' in url else '?'}id={meter_id}")]
         command = [sys.executable, "-m", "gridledger", "edge", "run", "--device-id",
                    device_id, "--key", str(key), "--cert", str(cert), "--genesis",
-                   str(self.dir / "node" / node_mod.GENESIS_FILE), "--interval-s",
+                   str(genesis or self.dir / "node" / node_mod.GENESIS_FILE), "--interval-s",
                    str(INTERVAL_S), "--state-dir", str(gateway.state), *meters, *uplink]
         with open(self.dir / f"{device_id}.log", "ab") as log:
             gateway.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -271,7 +279,8 @@ class Demo:
             self.faults["rule.replay"] = f"{target.device_id} seq 1 signed again: {answer}"
         print(f"   >> fault injected: {fault}")
 
-    def _reconcile(self, opened: node_mod.Node, gateways: list[Gateway]) -> int:
+    def _reconcile(self, opened: node_mod.Node, gateways: list[Gateway],
+                   rejects_by_code: dict[str, int] | None = None) -> int:
         print("\n== reconciliation")
         ok = True
         total = 0
@@ -296,7 +305,7 @@ class Demo:
         print(f"batches committed {status['batches_committed']}, signed by the gateways "
               f"{total}{'' if extra == 0 else f' ({extra:+d} unexplained)'}")
         ok &= extra == 0
-        rejects = status["rejects_by_code"]
+        rejects = status["rejects_by_code"] if rejects_by_code is None else rejects_by_code
         caught = dict(rejects) if isinstance(rejects, dict) else {}
         caught["rule.backwards"] = _violations(opened).get("rule.backwards", 0)
         for code, what in EXPECTED.items():
@@ -306,6 +315,110 @@ class Demo:
                   f"{'':<27} caught {seen} x [{code}]")
         print("RECONCILED" if ok else "NOT RECONCILED")
         return 0 if ok else 1
+
+
+# -- a BFT cluster instead of one node --------------------------------------------------------
+
+
+class ClusterDemo:
+    """`Demo` with `nodes` validators in this process; the timeline and the reconciliation
+    are the demo's own, reading node-0's ledger (every node holds the same blocks)."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+
+    async def run(self) -> int:
+        from aggregator.cluster import local
+        from aggregator.cluster.runtime import cluster_node
+
+        d = self.demo
+        registrar = Registrar.init(d.dir / "ca", "demo-utility")
+        described = local.create(d.dir / "cluster", d.nodes, d.dir / "ca", "gl-demo")
+        entries = described["nodes"]
+        opened = [node_mod.open_node(Path(e["dir"])) for e in entries]
+        nodes = [cluster_node(o) for o in opened]
+        servers = [NodeServer(WatchedNode(n, d.watch) if i < 2 else n, NetConfig(
+            node_id=o.node_id, coap_port=_port(e["coap"]), http_port=_port(e["http"]),
+            embedded_mqtt_port=_port(e["mqtt"])))
+            for i, (n, o, e) in enumerate(zip(nodes, opened, entries, strict=True))]
+        fleet = Fleet(profiles.load("sdm630"), list(range(1, d.meters + 1)), d.seed,
+                      time.time() - 3600)
+        p1 = P1PtyEmitter(Fleet(profiles.load("dsmr5"), [1], d.seed, time.time()).meter(1))
+        modbus = ModbusTcpSimulator(fleet, LOOPBACK, 0)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, d.stop.set)
+        loop.add_signal_handler(signal.SIGTERM, d.stop.set)
+        gateways: list[Gateway] = []
+        try:
+            await modbus.start()
+            await p1.start()
+            for node, server in zip(nodes, servers, strict=True):
+                await node.start()
+                await server.start()
+            genesis = Path(entries[0]["dir"]) / node_mod.GENESIS_FILE
+            mqtt_at, coap_at = servers[0].ports, servers[1].ports
+            gateways = [d._gateway(registrar, "gw-mqtt", "mqtt", *self._plan(modbus.port,
+                                                                             p1.path, True),
+                                   mqtt_at, genesis),
+                        d._gateway(registrar, "gw-coap", "coap", *self._plan(modbus.port,
+                                                                             p1.path, False),
+                                   coap_at, genesis)]
+            print(f"cluster of {d.nodes} validators up in {d.dir / 'cluster'}: gateway "
+                  f"gw-mqtt -> node-0 (MQTT {mqtt_at['mqtt']}), gw-coap -> node-1 "
+                  f"(CoAP {coap_at['coap']}); HTTP {[s.ports['http'] for s in servers]}")
+            await d._timeline(fleet, registrar, gateways, coap_at["coap"], opened[0])
+            print("\n== stopping the agents (they drain their queues)")
+            await asyncio.gather(*(asyncio.to_thread(_stop, g) for g in gateways))
+            await _settle_all(opened)
+            hashes = {o.node_id: o.engine.status()["last_block_hash"] for o in opened}
+            print(f"last block hash per node: {hashes}")
+        finally:
+            for gateway in gateways:
+                _kill(gateway)
+            for node, server in zip(nodes, servers, strict=True):
+                await server.shutdown()
+                await node.shutdown()
+            await p1.shutdown()
+            await modbus.shutdown()
+        try:
+            return d._reconcile(opened[0], gateways, _rejects(opened))
+        finally:
+            for o in opened:
+                o.close()
+
+    def _plan(self, modbus_port: int, p1_path: str, first_half: bool) -> tuple[dict[str, str]]:
+        half = (self.demo.meters + 1) // 2
+        units = range(1, half + 1) if first_half else range(half + 1, self.demo.meters + 1)
+        urls = {f"SDM630-{u:03d}": f"sdm630@tcp://{LOOPBACK}:{modbus_port}?unit={u}"
+                for u in units}
+        if first_half:
+            urls["DSMR5-001"] = f"dsmr5@serial://{p1_path}"
+        return (urls,)
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _rejects(opened: list[node_mod.Node]) -> dict[str, int]:
+    """Admission rejects summed over the nodes (a fault is refused where it arrives)."""
+    total: dict[str, int] = {}
+    for o in opened:
+        found = o.engine.status()["rejects_by_code"]
+        for code, count in (found.items() if isinstance(found, dict) else ()):
+            total[code] = total.get(code, 0) + int(count)
+    return total
+
+
+async def _settle_all(opened: list[node_mod.Node]) -> None:
+    """Every mempool drained and every node at one height (a few seconds at most)."""
+    deadline_s = time.monotonic() + 10.0
+    while time.monotonic() < deadline_s:
+        status = [o.engine.status() for o in opened]
+        if not any(s["mempool_txs"] for s in status) and \
+                len({s["height"] for s in status}) == 1:
+            return
+        await asyncio.sleep(0.1)
 
 
 # -- helpers ---------------------------------------------------------------------------------
