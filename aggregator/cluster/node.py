@@ -154,7 +154,8 @@ class ClusterNode:
                     "height": action.block.height, "txs": len(action.results)}})
             elif isinstance(action, Refused):
                 # counted by the engine (status: consensus.refused_by_code)
-                self.links.refuse(action.node_id or "?", action.code, count=False)
+                detail = f"signed as {action.signer}" if action.signer else ""
+                self.links.refuse(action.node_id or "?", action.code, detail, count=False)
 
     def _emit(self, item: CommitReceipt) -> None:
         try:

@@ -165,8 +165,9 @@ class Send:
 
 @dataclass(frozen=True)
 class Refused:
-    node_id: str
+    node_id: str      # the peer it came from ("" when not from a peer)
     code: str
+    signer: str = ""  # the validator the refused message names, when it names one
 
 
 BftEvent = TxIn | Timeout | FromPeer
@@ -455,14 +456,14 @@ class BftEngine(SoloEngine):
             if message.height == self.core.height + 1 and len(self._held) < NEXT_HEIGHT_HELD_MAX:
                 self._held.append((node_id, message))
             return out
-        return self._core_step(_received(message), now_s)
+        return _from(node_id, self._core_step(_received(message), now_s))
 
     def _replay_held(self, now_s: float) -> list[BftAction]:
         held, self._held = self._held, []
         out: list[BftAction] = []
         for node_id, message in held:
             if message.height == self.core.height:
-                out.extend(self._core_step(_received(message), now_s))
+                out.extend(_from(node_id, self._core_step(_received(message), now_s)))
             elif message.height == self.core.height + 1:
                 self._held.append((node_id, message))
         return out
@@ -475,7 +476,7 @@ class BftEngine(SoloEngine):
         if cert.height != self.core.height:
             return []  # already decided, or not next: the next status asks again
         height = self.core.height
-        out = self._core_step(core_mod.CommitReceived(message.value, cert), now_s)
+        out = _from(node_id, self._core_step(core_mod.CommitReceived(message.value, cert), now_s))
         if self.core.height > height:
             self.bft.synced_blocks += 1
         return out
@@ -505,6 +506,12 @@ class BftEngine(SoloEngine):
                                 for m in self.core.messages_to_resend()]
         out.append(Send(None, StatusMsg(self.core.height)))
         return out
+
+
+def _from(peer: str, actions: list[BftAction]) -> list[BftAction]:
+    """Refusals while handling a peer's message name that peer (and the signer)."""
+    return [Refused(peer, a.code, a.node_id) if isinstance(a, Refused) else a
+            for a in actions]
 
 
 def _received(message: Message) -> core_mod.Event:

@@ -24,7 +24,10 @@ import aiocoap
 import aiomqtt
 import pytest
 
-from aggregator.cluster import local
+from aggregator.cluster import local, wire
+from aggregator.cluster.links import read_frame
+from aggregator.consensus.engine import ConsensusMsg
+from aggregator.consensus.messages import PREVOTE, encode_message, sign_vote
 from aggregator.consensus.validators import ValidatorSet
 from aggregator.store import Store
 from certs.registrar import Registrar
@@ -275,6 +278,7 @@ async def _scenario(directory: Path, described: dict[str, Any], registrar: Regis
         load.start()
         everyone = [n["node_id"] for n in cluster.nodes]
         await cluster.advance(everyone, "all four nodes commit the load")
+        await _bad_peer_input(cluster)
 
         # kill -9 one node that takes no load; the other three go on
         first = rng.choice([2, 3])
@@ -328,6 +332,54 @@ async def _scenario(directory: Path, described: dict[str, Any], registrar: Regis
           f"and the proposer node-{proposer}; node-3 was cut off at height {behind}")
     await asyncio.to_thread(local.stop, described)
     _check_ledgers(cluster, load)
+
+
+async def _bad_peer_input(cluster: Cluster) -> None:
+    """A stranger is refused; over an authenticated link (node-3's key, read from its
+    directory) a malformed frame, an undecodable consensus message and a vote forged in
+    node-2's name are refused, counted in node-0's status and logged with the peer id."""
+    target = cluster.nodes[0]
+    host, port = target["peer_listen"].split(":")
+    genesis = genesis_mod.load(Path(target["dir"]) / "genesis.json")
+    key = crypto.read_private_key(Path(cluster.nodes[3]["dir"]) / "node.key")
+    me = wire.LinkIdentity(genesis.chain_id, genesis.hash(), "node-3", key.sign,
+                           crypto.verify, genesis.node_keys())
+    stranger = wire.LinkIdentity(genesis.chain_id, genesis.hash(), "node-9",
+                                 crypto.SigningKey.generate().sign, crypto.verify, {})
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(wire.frame(wire.hello(stranger, os.urandom(32))))
+    await reader.read()  # refused and closed
+    writer.close()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    nonce_d = os.urandom(32)
+    writer.write(wire.frame(wire.hello(me, nonce_d)))
+    nonce_l = wire.read_challenge(me, await read_frame(reader, 4096), "node-0", nonce_d)
+    writer.write(wire.frame(wire.auth(me, "node-0", nonce_d, nonce_l)))
+    await cluster.poll()
+    height = int(cluster.status["node-0"]["consensus"]["height"])  # type: ignore[index]
+    forger = crypto.SigningKey.generate()
+    writer.write(wire.frame(b"\xa1\x00"))  # a CBOR map, not [kind, ...]
+    writer.write(wire.frame(wire.encode_peer_message(ConsensusMsg(b"\x82\x01"))))
+    for h in range(height, height + 3):
+        vote = sign_vote(genesis.chain_id, PREVOTE, h, 0, None, "node-2", forger.sign)
+        writer.write(wire.frame(wire.encode_peer_message(ConsensusMsg(encode_message(vote)))))
+    await writer.drain()
+
+    async def counted() -> bool:
+        await cluster.poll()
+        found = cluster.status["node-0"] or {}
+        links = found.get("peers", {}).get("refused_by_code", {})
+        engine = found.get("consensus", {}).get("refused_by_code", {})
+        return (links.get("cluster.unknown_peer", 0) >= 1 and links.get("cluster.frame", 0) >= 1
+                and engine.get("consensus.message", 0) >= 1
+                and engine.get("consensus.signature", 0) >= 1)
+
+    await _await_true(counted, "node-0 refuses and counts bad peer input")
+    writer.close()
+    logged = (Path(target["dir"]) / "node.log").read_text()
+    assert '"peer": "node-3", "code": "consensus.signature", ' \
+           '"detail": "signed as node-2"' in logged
+    assert '"peer": "node-3", "code": "cluster.frame"' in logged
 
 
 def _check_ledgers(cluster: Cluster, load: Load) -> None:

@@ -174,7 +174,8 @@ def test_forged_and_malformed_messages_are_refused(net: Net, world: World) -> No
     forged = sign_vote(CHAIN_ID, PREVOTE, 1, 0, None, "node-2", key(7).sign)  # wrong key
     from aggregator.consensus.messages import encode_message
     out = engine.step(FromPeer("node-1", ConsensusMsg(encode_message(forged))), net.now_s)
-    assert [a.code for a in out if isinstance(a, Refused)] == ["consensus.signature"]
+    assert [a for a in out if isinstance(a, Refused)] == [
+        Refused("node-1", "consensus.signature", "node-2")]  # the link's peer, the signer
     stranger = sign_vote(CHAIN_ID, PREVOTE, 1, 0, None, "node-9", key(8).sign)
     out = engine.step(FromPeer("node-1", ConsensusMsg(encode_message(stranger))), net.now_s)
     assert [a.code for a in out if isinstance(a, Refused)] == ["consensus.unknown_validator"]
