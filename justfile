@@ -74,3 +74,27 @@ bench-ingest *ARGS:
 # committed readings/s and p50/p99 commit latency: 4 BFT validator processes against solo
 bench-cluster *ARGS:
     python bench/bench_cluster.py {{ARGS}}
+
+# a fleet of virtual gateways against nodes: `just fleet --devices 1000 --mqtt URL --ca-dir CA --genesis G`
+fleet *ARGS:
+    gridledger sim fleet {{ARGS}}
+
+# simulator's own cost: batches/s and CPU a batch, and the fleet size one core drives
+bench-fleet *ARGS:
+    python bench/bench_fleet.py {{ARGS}}
+
+# locust headless, gateways over MQTT and CoAP against a local node; gates on errors and p99
+load-uplink *ARGS:
+    python -m loadtest.run uplink {{ARGS}}
+
+# locust headless, residents on the HTTP query API of a local node; gates on errors and p99
+load-query *ARGS:
+    python -m loadtest.run query {{ARGS}}
+
+# locust headless, gateways and residents together; gates on errors and p99
+load-mixed *ARGS:
+    python -m loadtest.run mixed {{ARGS}}
+
+# throughput and p50/p99 against offered rate, uplink and query, until saturation (PNG + CSV)
+load-curve *ARGS:
+    python -m loadtest.run curve {{ARGS}}
