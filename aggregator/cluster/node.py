@@ -22,6 +22,12 @@ block is durable before its receipts are queued.
 Signature checks run on the loop (check_tx); the solo node's precheck pool is not used
 here: on a shared machine four validators already fill the cores.
 
+Fail-stop.  The engine raises for no remote input, so an exception out of it is a local
+fault (a full disk, a bug) after which its core and its store may disagree.  The node then
+stops taking part: it logs `engine.failed`, answers ingest with `cluster.node` and shows
+`"failed": true` in its status, rather than sign anything from an unknown state.  A
+restart recovers from the ledger, the WAL and its peers.
+
 Limits
 ------
     RECEIPTS_QUEUE_MAX   4096   as EngineNode: beyond it the newest receipt is dropped
@@ -55,6 +61,7 @@ from .links import Links
 
 RECEIPTS_QUEUE_MAX = 4096
 CODE_NOT_REGISTRY = "registry.kind"
+CODE_FAILED = "cluster.node"
 RECANCEL_S = 0.5
 
 log = logging.getLogger("gridledger.cluster")
@@ -71,10 +78,11 @@ class ClusterNode:
         self._timer: asyncio.Task[None] | None = None
         self.dropped_receipts = 0
         self.blocks_committed = 0
+        self.failed = False
 
     async def start(self) -> None:
         await self.links.start()
-        self._perform(self.engine.start(self._clock()))
+        self._guarded(lambda: self.engine.start(self._clock()))
         self._timer = asyncio.get_running_loop().create_task(self._timers())
 
     async def shutdown(self) -> None:
@@ -87,10 +95,16 @@ class ClusterNode:
     # -- ports.Node ---------------------------------------------------------------------
 
     async def submit(self, message: bytes, transport: str) -> Admission:
-        sub = self.engine.submit_message(message, self._clock())
+        if self.failed:
+            return Admission.rejected(CODE_FAILED, "this node stopped; send to another")
+        try:
+            sub = self.engine.submit_message(message, self._clock())
+        except Exception:
+            self._fail()
+            return Admission.rejected(CODE_FAILED, "this node stopped; send to another")
         if sub.receipt is not None:
             self._emit(CommitReceipt(sub.device_id, sub.receipt))
-        self._perform(self.engine.take_outgoing())
+        self._guarded(self.engine.take_outgoing)
         self._wake.set()
         return admission_for(sub)
 
@@ -102,6 +116,7 @@ class ClusterNode:
         shown = self.engine.status()
         shown["node_id"] = self.engine.signer.node_id
         shown["peers"] = self.links.status()
+        shown["failed"] = self.failed
         return shown
 
     def submit_registry(self, tx: bytes) -> Admission:
@@ -111,8 +126,10 @@ class ClusterNode:
             return Admission.rejected(exc.code, exc.message)
         if kind not in (tx_mod.ENROLL, tx_mod.REVOKE):
             return Admission.rejected(CODE_NOT_REGISTRY, "only enroll and revoke go here")
+        if self.failed:
+            return Admission.rejected(CODE_FAILED, "this node stopped; send to another")
         sub = self.engine.submit(tx, self._clock())
-        self._perform(self.engine.take_outgoing())
+        self._guarded(self.engine.take_outgoing)
         self._wake.set()
         return admission_for(sub)
 
@@ -125,7 +142,7 @@ class ClusterNode:
     # -- peers and timers ---------------------------------------------------------------
 
     def on_peer(self, peer_id: str, message: PeerMessage) -> None:
-        self._perform(self.engine.step(FromPeer(peer_id, message), self._clock()))
+        self._guarded(lambda: self.engine.step(FromPeer(peer_id, message), self._clock()))
         self._wake.set()
 
     async def _timers(self) -> None:
@@ -136,11 +153,23 @@ class ClusterNode:
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
             self._wake.clear()
-            try:
-                self._perform(self.engine.handle_timeout(self._clock()))
-            except Exception:  # a bug: log it and keep the node serving what it has
-                log.exception("engine.step_failed")
-                await asyncio.sleep(RECANCEL_S)
+            self._guarded(lambda: self.engine.handle_timeout(self._clock()))
+            if self.failed:
+                return
+
+    def _guarded(self, call: Callable[[], list[BftAction]]) -> None:
+        if self.failed:
+            return
+        try:
+            actions = call()
+        except Exception:
+            self._fail()
+            return
+        self._perform(actions)
+
+    def _fail(self) -> None:
+        self.failed = True
+        log.exception("engine.failed", extra={"fields": {"node": self.engine.signer.node_id}})
 
     def _perform(self, actions: list[BftAction]) -> None:
         for action in actions:

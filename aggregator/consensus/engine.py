@@ -52,6 +52,8 @@ Limits
 ------
     SYNC_BLOCKS_MAX         8     blocks sent to a lagging peer per status; the next status
                                   asks for more, so a far-behind peer catches up in steps.
+                                  A peer is served at most twice per gossip period, so a
+                                  status flood cannot make us send blocks without bound.
     NEXT_HEIGHT_HELD_MAX    256   messages of height+1 kept until the decision.
     VERIFY_CACHE_MAX        4096  ES256 verdicts remembered (gossip re-sends the same votes).
     gossip_s                0.5   re-send period; bounded by the peer queues downstream.
@@ -240,6 +242,7 @@ class BftEngine(SoloEngine):
         self._pending: _Build | None = None
         self._next_gossip_s: float | None = None
         self._held: list[tuple[str, Message]] = []
+        self._served_s: dict[str, float] = {}
         self._outgoing: list[BftAction] = []
         self.bft = BftCounters()
 
@@ -443,6 +446,9 @@ class BftEngine(SoloEngine):
             super().submit(message.tx, now_s)  # gossip is not gossiped again
             return []
         if isinstance(message, StatusMsg):
+            if now_s < self._served_s.get(node_id, 0.0) + self.settings.gossip_s / 2:
+                return []  # a peer asking faster than gossip does is not served more
+            self._served_s[node_id] = now_s
             return self._blocks_for(node_id, message.height)
         return self._block_in(node_id, message, now_s)
 
