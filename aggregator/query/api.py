@@ -38,7 +38,8 @@ Errors are JSON `{"error": code, "detail": text}`, counted by code in
 Limits
 ------
     PAGE_ROWS_MAX      1000     rows a page (`ledger.PAGE_ROWS_MAX`); `limit` defaults to 100.
-    LOGIN_BODY_MAX     2048     bytes of a token request: a 64-char name and a 1 KiB password.
+    LOGIN_BODY_MAX     2048     bytes of a token request: a 64-char name and a 1 KiB password
+                                (an account request: 4 times that, for its meter list).
     REGISTRY_BYTES_MAX 8192     an enrollment or revocation (as `aggregator.net.http`).
     TIME_S_MAX         2^40-1   the ledger's time fields.
 """
@@ -61,6 +62,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregator import tx as tx_mod
 from aggregator.app import Device
@@ -270,8 +272,15 @@ def _install_error_handlers(app: FastAPI, api: QueryApi) -> None:
             for e in exc.errors()[:4])
         return _error(api, 400, "http.invalid", where[:400])
 
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "http.not_found", 405: "http.method", 413: "http.too_large"}.get(
+            exc.status_code, "http.error")
+        return _error(api, exc.status_code, code, str(exc.detail))
+
     app.add_exception_handler(GridLedgerError, on_project_error)
     app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(StarletteHTTPException, on_http)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -346,7 +355,9 @@ def _routes(app: FastAPI, api: QueryApi) -> None:
 
 def _auth_routes(app: FastAPI, api: QueryApi) -> None:
     @app.post("/v1/auth/token", response_model=TokenResponse, tags=["auth"],
-              responses={**_ERRORS, 429: {"model": ErrorBody, "description": "rate limited"}})
+              max_body_size=LOGIN_BODY_MAX,
+              responses={**_ERRORS, 413: {"model": ErrorBody},
+                         429: {"model": ErrorBody, "description": "rate limited"}})
     async def post_token(body: TokenRequest, request: Request) -> Response:
         """Exchange a username and password for a short-lived ES256 JWT."""
         address = request.client.host if request.client is not None else "unknown"
@@ -748,8 +759,8 @@ def _account_routes(app: FastAPI, api: QueryApi) -> None:
         return _table(Table("accounts", "accounts of the query API", api.now_s(),
                             _ACCOUNT_COLUMNS, rows), format)
 
-    @app.post("/v1/accounts", tags=["accounts"], status_code=201, responses={
-        **_ERRORS, 409: {"model": ErrorBody}})
+    @app.post("/v1/accounts", tags=["accounts"], status_code=201, max_body_size=LOGIN_BODY_MAX * 4,
+              responses={**_ERRORS, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}})
     async def post_account(principal: Who, body: AccountRequest) -> Response:
         """Add an account (operators); the password is hashed with scrypt."""
         api.allow(principal, Action.ACCOUNTS_MANAGE, access.NONE)

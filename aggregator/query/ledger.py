@@ -34,12 +34,16 @@ Limits
 ------
     BLOCK_CACHE_MAX      16     decoded blocks kept (a block is at most 32 MiB encoded,
                                 a few MB in practice).
+    LEAF_MAPS_MAX        4096   blocks whose tx-by-first-leaf map is kept (16 bytes a
+                                tx: 32 KB for a block of 2000, 128 MB at most).
     CATCHUP_TXS_MAX      4096   txs indexed per call, about 2 default blocks (~0.2 s).
     PAGE_ROWS_MAX        1000   rows a page; a client pages with `after`.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 import hashlib
 import sqlite3
 from collections import OrderedDict
@@ -57,13 +61,14 @@ from aggregator.merkle import LogRangeError, MerkleLog, Node
 from aggregator.store import SqliteNodeStore
 from edge.portable import batch as batch_mod
 from edge.portable import cbor, cose
-from edge.portable.errors import GridLedgerError, RemoteProtocolError
+from edge.portable.errors import GridLedgerError, LocalProtocolError, RemoteProtocolError
 from gridledger.files import open_private_sqlite
 
 from . import receipts
 from .documents import DocumentRecord
 
 BLOCK_CACHE_MAX = 16
+LEAF_MAPS_MAX = 4096
 CATCHUP_TXS_MAX = 4096
 PAGE_ROWS_MAX = 1000
 INDEX_FILE = "query.sqlite"
@@ -74,6 +79,13 @@ class NotFoundError(RemoteProtocolError):
     """A block, batch, device or log size the ledger does not hold (HTTP 404)."""
 
     code = "query.not_found"
+
+
+class LedgerReadError(LocalProtocolError):
+    """Stored data that does not agree with itself (HTTP 500): the node's store is
+    damaged, which `Store.open` would have refused at start."""
+
+    code = "query.ledger"
 
 
 class RangeError(RemoteProtocolError):
@@ -105,6 +117,8 @@ class LedgerReader:
                                      check_same_thread=False)
         self._blocks: OrderedDict[int, block_mod.Block] = OrderedDict()
         self._views: OrderedDict[int, BlockView] = OrderedDict()
+        self._leaf_maps: OrderedDict[int, tuple[array.array[int], array.array[int]]] = \
+            OrderedDict()
 
     def close(self) -> None:
         self._conn.close()
@@ -216,12 +230,9 @@ class LedgerReader:
         rows = self.batch_rows(device_id, seq)
         if not rows:
             raise NotFoundError(f"no committed batch {device_id}/{seq}")
-        height = rows[0][1]
+        first_leaf, height, _, leaf = rows[0]
         view = self.view(height)
-        position = view.positions.get((device_id, seq))
-        if position is None:
-            raise NotFoundError(f"batch {device_id}/{seq} is not among the block's results")
-        message = tx_mod.decode(view.txs[position]).body
+        message = self._batch_message(view, self.tx_position(height, first_leaf), leaf)
         log = MerkleLog(_MemoNodes(SqliteNodeStore(self._conn)))  # a batch's leaves are
         # neighbours: their paths share most nodes
         size = view.header.log_size
@@ -235,22 +246,53 @@ class LedgerReader:
         return receipts.Bundle(self.chain_id, device_id, seq, message, certificate, leaves,
                                view.header_bytes, commit, whole)
 
+    @staticmethod
+    def _batch_message(view: BlockView, position: int, leaf: bytes) -> bytes:
+        """The batch's COSE bytes, checked against the batch hash in its leaf."""
+        message = tx_mod.decode(view.txs[position]).body
+        if cbor2.loads(leaf)[3] != hashlib.sha256(message).digest():
+            raise LedgerReadError(f"tx {position} of block {view.header.height} is not the "
+                                  "batch its readings-log leaf names")
+        return message
+
+    def tx_position(self, height: int, first_leaf: int) -> int:
+        """Index among the block's txs of the committed batch whose first leaf this is."""
+        firsts, positions = self._leaf_map(height)
+        at = bisect.bisect_left(firsts, first_leaf)
+        if at == len(firsts) or firsts[at] != first_leaf:
+            raise LedgerReadError(f"no tx of block {height} starts at leaf {first_leaf}")
+        return positions[at]
+
+    def _leaf_map(self, height: int) -> tuple[array.array[int], array.array[int]]:
+        """First leaf of each committed tx of a block, ascending, with the tx's position:
+        decoding a block's results costs ~1 ms, so this small map (16 bytes a tx) is kept
+        for many blocks."""
+        cached = self._leaf_maps.get(height)
+        if cached is not None:
+            self._leaf_maps.move_to_end(height)
+            return cached
+        results = self.results_fast(height)
+        pairs = [(int(r[4]), i) for i, r in enumerate(results) if r[1] == "ok" and r[5]]
+        found = array.array("q", (f for f, _ in pairs)), array.array("q", (i for _, i in pairs))
+        self._leaf_maps[height] = found
+        if len(self._leaf_maps) > LEAF_MAPS_MAX:
+            self._leaf_maps.popitem(last=False)
+        return found
+
     def view(self, height: int) -> BlockView:
-        """Header, txs and where each committed batch sits, read with the C decoder: a
-        receipt needs one tx of a block of thousands."""
+        """A block's header and txs, read with the C decoder: a receipt needs one tx of a
+        block of thousands."""
         cached = self._views.get(height)
         if cached is not None:
             self._views.move_to_end(height)
             return cached
-        row = self._conn.execute("SELECT data, results FROM block WHERE height = ?",
+        row = self._conn.execute("SELECT data FROM block WHERE height = ?",
                                  (height,)).fetchone()
         if row is None:
             raise NotFoundError(f"no committed block at height {height}")
         header_bytes, txs, _ = cbor2.loads(bytes(row[0]))
-        positions = {(r[2], r[3]): i for i, r in enumerate(cbor2.loads(bytes(row[1])))
-                     if r[1] == "ok"}
         view = BlockView(bytes(header_bytes), block_mod.decode_header(bytes(header_bytes)),
-                          tuple(txs), positions)
+                         tuple(txs))
         self._views[height] = view
         if len(self._views) > BLOCK_CACHE_MAX:
             self._views.popitem(last=False)
@@ -282,7 +324,6 @@ class BlockView:
     header_bytes: bytes
     header: block_mod.Header
     txs: tuple[bytes, ...]
-    positions: dict[tuple[str, int], int]
 
 
 # -- the reading index -------------------------------------------------------------------

@@ -67,6 +67,16 @@ def test_forged_and_malformed_tokens_get_their_codes(live: LiveNode) -> None:
         assert answer.headers["www-authenticate"] == "Bearer"
 
 
+def test_oversized_bodies_and_unknown_routes_get_coded_answers(live: LiveNode) -> None:
+    huge = json.dumps({"username": "alice", "password": "x" * 5000}).encode()
+    answer = live.http("POST", "/v1/auth/token", body=huge)
+    assert (answer.status, answer.json()["error"]) == (413, "http.too_large")
+    answer = live.http("GET", "/v1/nothing-here", user="audit")
+    assert (answer.status, answer.json()["error"]) == (404, "http.not_found")
+    answer = live.http("PUT", "/v1/chain", user="audit")
+    assert (answer.status, answer.json()["error"]) == (405, "http.method")
+
+
 def test_malformed_login_bodies_are_400_not_500(live: LiveNode) -> None:
     for body in (b"", b"{", b"[]", b'{"username": 5}', json.dumps({"username": "x" * 65,
                                                                    "password": "p"}).encode()):
