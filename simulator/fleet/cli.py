@@ -145,13 +145,23 @@ async def _run(found: list[Identity], node_keys: dict[str, bytes], config: Fleet
     return 0 if result.clean else 1
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def print_report(fleet: Fleet, cpu_s: float, wall_s: float) -> None:
     stats = fleet.stats
     batches = stats.sent + stats.resent
     per_batch_ms = 1000.0 * cpu_s / batches if batches else float("nan")
     wall_interval_s = fleet.config.interval_s / fleet.config.speed
     per_core = int(wall_interval_s / (per_batch_ms / 1000.0)) if batches else 0
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     print(f"report: {batches} batches in {wall_s:.1f} s wall, {batches / wall_s:.1f}/s; "
           f"simulator CPU {cpu_s:.1f} s ({100 * cpu_s / wall_s:.0f} % of one core), "
           f"{per_batch_ms:.2f} ms CPU a batch (sign, send, verify its receipt)")
