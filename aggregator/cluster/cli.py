@@ -39,6 +39,10 @@ def register(sub: SubParsers, name: str, help_text: str) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     if (args.dir / local.CLUSTER_FILE).exists():  # a stopped cluster starts again
         cluster = local.load(args.dir)
+        running = [e["node_id"] for e in cluster["nodes"] if local.alive(e.get("pid"))]
+        if running:
+            raise local.ClusterError(f"{', '.join(running)} of {args.dir} still running; "
+                                     "`gridledger cluster down` first")
     else:
         cluster = local.create(args.dir, args.nodes, args.ca_dir, args.chain_id)
     local.start(args.dir, cluster)
