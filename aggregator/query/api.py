@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
@@ -61,7 +61,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregator import tx as tx_mod
@@ -84,6 +84,7 @@ from .receipts import trust_from_genesis
 from .tablejson import Column, Table
 
 LOGIN_BODY_MAX = 2048
+ACCOUNT_BODY_MAX = 4 * LOGIN_BODY_MAX
 REGISTRY_BYTES_MAX = 8192
 TIME_S_MAX = (1 << 40) - 1
 SEQ_MAX = (1 << 63) - 1
@@ -316,6 +317,26 @@ async def _bounded_body(request: Request, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a JSON body the handler reads itself (to bound it before parsing)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+async def _parse_body(request: Request, model: type[Model], limit_bytes: int) -> Model:
+    raw = await _bounded_body(request, limit_bytes)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: "
+                          f"{e.get('msg', '')}" for e in exc.errors()[:4])
+        raise ApiError(400, "http.invalid", where[:400]) from None
+
+
 _bearer = HTTPBearer(auto_error=False, description="access token from POST /v1/auth/token")
 
 
@@ -355,11 +376,12 @@ def _routes(app: FastAPI, api: QueryApi) -> None:
 
 def _auth_routes(app: FastAPI, api: QueryApi) -> None:
     @app.post("/v1/auth/token", response_model=TokenResponse, tags=["auth"],
-              max_body_size=LOGIN_BODY_MAX,
+              openapi_extra=_json_body(TokenRequest),
               responses={**_ERRORS, 413: {"model": ErrorBody},
                          429: {"model": ErrorBody, "description": "rate limited"}})
-    async def post_token(body: TokenRequest, request: Request) -> Response:
+    async def post_token(request: Request) -> Response:
         """Exchange a username and password for a short-lived ES256 JWT."""
+        body = await _parse_body(request, TokenRequest, LOGIN_BODY_MAX)
         address = request.client.host if request.client is not None else "unknown"
         api.limiter.check(address, body.username, api.now_s())
         principal = await asyncio.to_thread(api.accounts.authenticate, body.username,
@@ -759,11 +781,13 @@ def _account_routes(app: FastAPI, api: QueryApi) -> None:
         return _table(Table("accounts", "accounts of the query API", api.now_s(),
                             _ACCOUNT_COLUMNS, rows), format)
 
-    @app.post("/v1/accounts", tags=["accounts"], status_code=201, max_body_size=LOGIN_BODY_MAX * 4,
+    @app.post("/v1/accounts", tags=["accounts"], status_code=201,
+              openapi_extra=_json_body(AccountRequest),
               responses={**_ERRORS, 409: {"model": ErrorBody}, 413: {"model": ErrorBody}})
-    async def post_account(principal: Who, body: AccountRequest) -> Response:
+    async def post_account(request: Request, principal: Who) -> Response:
         """Add an account (operators); the password is hashed with scrypt."""
         api.allow(principal, Action.ACCOUNTS_MANAGE, access.NONE)
+        body = await _parse_body(request, AccountRequest, ACCOUNT_BODY_MAX)
         account = await asyncio.to_thread(
             api.accounts.add, body.username, body.role, body.password, api.now_s(),
             tuple(body.meters), tuple(body.devices))
