@@ -60,10 +60,13 @@ Limits
     empty_block_s           1.0   an idle chain still makes a block a second, so rounds do
                                   not grow while nobody sends readings.
 
-Errors: nothing here raises for remote bytes; refusals are Refused actions with codes
+Errors: nothing here raises for remote bytes; refusals are Refused actions, naming the
+peer the message came from and the validator it claims as signer, with codes
 `consensus.message`, `consensus.limit` (bad message), `consensus.signature`,
-`consensus.unknown_validator`, `consensus.not_proposer` (from the core), `cluster.block`
-(a sync block that does not decode), `consensus.certificate*`.
+`consensus.unknown_validator`, `consensus.not_proposer` (from the core),
+`consensus.equivocation` (a signer's second, conflicting message), `consensus.certificate*`
+(a sync certificate that does not decode or verify).  A synced block that is not valid is
+simply not decided.
 """
 
 from __future__ import annotations
@@ -120,7 +123,6 @@ __all__ = [
 SYNC_BLOCKS_MAX = 8
 NEXT_HEIGHT_HELD_MAX = 256
 VERIFY_CACHE_MAX = 4096
-CODE_BLOCK = "cluster.block"
 CLUSTER_TIMEOUTS = core_mod.Timeouts(
     propose_ms=2000, propose_delta_ms=1000, prevote_ms=1000, prevote_delta_ms=500,
     precommit_ms=1000, precommit_delta_ms=500)
