@@ -8,11 +8,12 @@ Theory of operation
    a batch adds `--meters` readings-log leaves) on two worker processes, and the main
    process commits them straight through the node's solo engine (`submit_message`, then
    `cut_block` whenever a block is full): the real application, store and Merkle log,
-   no transport.  When the log passes 10^3, 10^4, ... leaves, `--samples` random batches
-   get a receipt bundle from the read side (`aggregator.query.ledger`) and are verified
-   offline (`aggregator.query.receipts`): bundle bytes, hashes in an inclusion proof, and
-   the mean time of a full verification (ES256 of the commit, the certificate and the
-   batch, plus inclusion) and of the inclusion check alone.
+   no transport.  A block is also cut as the log reaches 10^3, 10^4, ... leaves; after
+   the build, `--samples` random batches of each such block get a receipt bundle from
+   the read side (`aggregator.query.ledger`), whose proofs are against a tree of exactly
+   that size, and are verified offline (`aggregator.query.receipts`): bundle bytes,
+   hashes in an inclusion proof, and the mean time of a full verification (ES256 of the
+   commit, the certificate and the batch, plus inclusion) and of one inclusion check.
 2. Serve.  The same node directory is opened behind `NodeServer` with the query API;
    a load generator in a process of its own runs `--clients` threads with keep-alive
    HTTP connections asking GET /v1/readings/{device}/{seq}/receipt for random committed
@@ -149,29 +150,27 @@ def enroll(engine: SoloEngine, registrar: Registrar, gateways: list[Gateway]) ->
     engine.cut_block(time.time())
 
 
-def build(engine: SoloEngine, ledger: Path, gateways: list[Gateway], per_device: int,
-          samples: int, pool: concurrent.futures.Executor) -> list[str]:
-    rows: list[str] = []
+def build(engine: SoloEngine, gateways: list[Gateway], per_device: int,
+          pool: concurrent.futures.Executor) -> list[tuple[int, int]]:
+    """Commit every batch; a block is cut as the log reaches each power of ten, and the
+    leaf range [first, size) of each such block is returned for `proof_row`."""
+    checkpoints: list[tuple[int, int]] = []
     limits = engine.limits
     next_checkpoint = 1000
-    started = time.monotonic()
-    committed = 0
-    last_print = started
-    pending = 0
+    started = last_print = time.monotonic()
+    committed = pending = size = 0
     for chunk in signed_batches(pool, gateways, 1, per_device, int(time.time())):
         for message in chunk:
             sub = engine.submit_message(message, time.time(), None)
             if sub.status != ACCEPTED:
                 raise SystemExit(f"batch refused: {sub.status} {sub.code}")
             pending += len(gateways[0].meters)
-            size = engine.app.state.log_size
             if len(engine.mempool) >= limits.txs_max or size + pending >= next_checkpoint:
                 engine.cut_block(time.time())
-                pending = 0
-                size = engine.app.state.log_size
-            if size >= next_checkpoint:
-                rows.append(proof_row(ledger, size, samples))
-                next_checkpoint *= 10
+                first, size, pending = size, engine.app.state.log_size, 0
+                if size >= next_checkpoint:
+                    checkpoints.append((first, size))
+                    next_checkpoint *= 10
         committed += len(chunk)
         if time.monotonic() - last_print > 10:
             last_print = time.monotonic()
@@ -180,19 +179,21 @@ def build(engine: SoloEngine, ledger: Path, gateways: list[Gateway], per_device:
                   flush=True)
     if engine.mempool.txs():
         engine.cut_block(time.time())
-    size = engine.app.state.log_size
-    print(f"  built {size:,} leaves in {time.monotonic() - started:.0f} s", flush=True)
-    return rows
+    print(f"  built {engine.app.state.log_size:,} leaves in {time.monotonic() - started:.0f} s",
+          flush=True)
+    return checkpoints
 
 
-def proof_row(ledger: Path, size: int, samples: int) -> str:
+def proof_row(ledger: Path, first: int, size: int, samples: int) -> str:
+    """Receipts of batches committed by the block that took the log to `size` leaves:
+    their proofs are against a tree of exactly that size."""
     reader = LedgerReader(ledger, CHAIN_ID)
     genesis_path = ledger.parent / node_mod.GENESIS_FILE
     from gridledger import genesis as genesis_mod
 
     trust = trust_from_genesis(genesis_mod.load(genesis_path))
     rng = random.Random(size)
-    picked = [reader.leaf_batch(rng.randrange(reader.log().size)) for _ in range(samples)]
+    picked = [reader.leaf_batch(rng.randrange(first, size)) for _ in range(samples)]
     bundles = [reader.bundle(d, s) for d, s in picked]
     reader.close()
     texts = [b.dumps() for b in bundles]
@@ -204,6 +205,7 @@ def proof_row(ledger: Path, size: int, samples: int) -> str:
     checks = 0
     for bundle in bundles:
         header_size, root = _log_of(bundle.header)
+        assert header_size == size
         batch_hash = _sha256(bundle.batch)
         for leaf in bundle.leaves:
             check_inclusion(leaf_data(bundle.device_id, bundle.seq, leaf.meter, batch_hash),
@@ -389,13 +391,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ledger = data_dir / node_mod.LEDGER_FILE
         enroll(opened.engine, registrar, gateways)
         with concurrent.futures.ProcessPoolExecutor(2) as pool:
-            proofs = build(opened.engine, ledger, gateways, per_device, args.samples, pool)
+            checkpoints = build(opened.engine, gateways, per_device, pool)
             fresh_per_device = min(SIGN_CHUNK, max(1, args.fresh // args.devices))
             fresh = [m for chunk in signed_batches(pool, gateways, per_device + 1,
                                                    fresh_per_device, int(time.time()))
                      for m in chunk]
         fresh = _interleave(fresh, args.devices, fresh_per_device)
         opened.store.close()
+        proofs = [proof_row(ledger, first, size, args.samples) for first, size in checkpoints]
         print(f"  ledger file {ledger.stat().st_size / 1e6:,.0f} MB", flush=True)
         rng = random.Random(args.seed)
         targets = [(rng.choice(gateways).device_id, rng.randint(1, per_device))
