@@ -5,8 +5,8 @@ Theory of operation
 `QueryApi` holds what the routes need (the read side of the ledger, the reading index,
 accounts, tokens, rate limits, access rules, class II and class III stores) and
 `mount(app, registry)` adds its routes to the node's app (`aggregator.net.http.make_app`
-calls it before adding its own, so `/v1/blocks/{height}` here, which needs a token, takes
-precedence over the node's open one).  FastAPI describes every route in /openapi.json.
+calls it before adding its own and skips a path already served, so `/v1/blocks/{height}`
+is this one, which needs a token).  FastAPI describes every route in /openapi.json.
 
 Every request but `POST /v1/auth/token` carries `Authorization: Bearer <token>`; the
 token is verified (`tokens.TokenVerifier`: any validator of the chain may have issued
@@ -29,8 +29,10 @@ Errors are JSON `{"error": code, "detail": text}`, counted by code in
     400  query.tx_kind       an enrollment sent to the revocation route or vice versa
     401  access.unauthenticated, token.*, auth.credentials
     403  access.role, access.not_owner
-    404  query.not_found, document.not_found, customer.not_found
-    413  http.too_large, document.limit
+    404  query.not_found, document.not_found, customer.not_found, account.unknown,
+         http.not_found (no such route)
+    405  http.method
+    413  http.too_large (login, account, registry or document body), document.limit
     429  rate.limited        with Retry-After
     503  mempool.full        with Retry-After
     and the codes of `aggregator.query.errors` with the status `errors.http_status` gives.
@@ -38,8 +40,8 @@ Errors are JSON `{"error": code, "detail": text}`, counted by code in
 Limits
 ------
     PAGE_ROWS_MAX      1000     rows a page (`ledger.PAGE_ROWS_MAX`); `limit` defaults to 100.
-    LOGIN_BODY_MAX     2048     bytes of a token request: a 64-char name and a 1 KiB password
-                                (an account request: 4 times that, for its meter list).
+    LOGIN_BODY_MAX     2048     bytes of a token request: a 64-char name and a 1 KiB password.
+    ACCOUNT_BODY_MAX   8192     an account request: the same and up to 64 ids of 64 chars.
     REGISTRY_BYTES_MAX 8192     an enrollment or revocation (as `aggregator.net.http`).
     TIME_S_MAX         2^40-1   the ledger's time fields.
 """
