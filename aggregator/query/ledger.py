@@ -174,8 +174,12 @@ class LedgerReader:
         return block_mod.decode_commit(cbor.decode(bytes(row[0])))
 
     def summary(self) -> ChainSummary:
-        height = self.height
-        raw = self._conn.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
+        self._conn.execute("BEGIN")  # one snapshot: the height and the counts of one block
+        try:
+            height = self.height
+            raw = self._conn.execute("SELECT value FROM meta WHERE key = 'summary'").fetchone()
+        finally:
+            self._conn.execute("COMMIT")
         counts = cbor.decode(bytes(raw[0])) if raw is not None else None
         if not height or not isinstance(counts, list) or len(counts) != 7:
             return ChainSummary(0, 0, b"", 0, hashlib.sha256(b"").digest(), 0, 0, 0)
