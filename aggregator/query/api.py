@@ -33,7 +33,8 @@ Errors are JSON `{"error": code, "detail": text}`, counted by code in
          http.not_found (no such route)
     405  http.method
     413  http.too_large (login, account, registry or document body), document.limit
-    429  rate.limited        with Retry-After
+    429  rate.limited        with Retry-After: the token endpoint's limits, or one
+                             account's queries (`ratelimit.PER_ACCOUNT_QUERIES`)
     503  mempool.full        with Retry-After
     and the codes of `aggregator.query.errors` with the status `errors.http_status` gives.
 
@@ -81,7 +82,7 @@ from .customers import CustomerStore
 from .errors import RateLimitedError, http_status
 from .ledger import PAGE_ROWS_MAX, LedgerReader, NotFoundError, ReadingIndex
 from .metrics import DenialCollector
-from .ratelimit import TokenRequestLimiter
+from .ratelimit import QueryLimiter, TokenRequestLimiter
 from .receipts import trust_from_genesis
 from .tablejson import Column, Table
 
@@ -155,6 +156,7 @@ class QueryConfig:
     clock: Callable[[], float] = time.time
     random_bytes: Callable[[int], bytes] = os.urandom
     limiter: TokenRequestLimiter = field(default_factory=TokenRequestLimiter)
+    queries: QueryLimiter | None = field(default_factory=QueryLimiter)  # None: unlimited
 
 
 class QueryMetrics:
@@ -189,6 +191,7 @@ class QueryApi:
                                          random_bytes=config.random_bytes)
         self.verifier = tokens.TokenVerifier(genesis.node_keys(), genesis.chain_id)
         self.limiter = config.limiter
+        self.queries = config.queries
         self.denials = access.DenialCounter()
         self.documents = documents.DocumentStore(config.data_dir / "documents")
         self.customers = None if config.customer_key_file is None else CustomerStore(
@@ -350,7 +353,10 @@ async def _principal(
     if credentials is None:
         return None
     api: QueryApi = request.app.state.query_api
-    return api.verifier.verify(credentials.credentials, api.now_s())
+    principal = api.verifier.verify(credentials.credentials, api.now_s())
+    if api.queries is not None:
+        api.queries.check(principal.username, api.clock())
+    return principal
 
 
 Who = Annotated[Principal | None, Depends(_principal)]

@@ -1,4 +1,5 @@
-"""Rate limits for POST /v1/auth/token: token buckets with an injected clock.
+"""Rate limits for POST /v1/auth/token and for each account's queries: token buckets with
+an injected clock.
 
 Theory of operation
 -------------------
@@ -23,6 +24,12 @@ Limits (with reasons)
     PER_USERNAME burst 5, 1/12 s   slows online guessing of one account from many
                                     addresses to 300 guesses an hour; the price is that an
                                     attacker can hold one user's logins off while it lasts
+    PER_ACCOUNT_QUERIES  burst 100, 50/s   every authenticated request of one account: a
+                                    node answers ~460 receipts/s on one core
+                                    (docs/query-access.md), so one leaked or runaway
+                                    token gets about a tenth of it and cannot starve
+                                    ingest on the same event loop; a person's dashboard
+                                    or an export paging 1000 rows a request never meets it
     KEYS_MAX     10 000            per keyed limiter; ~200 bytes a bucket, ~2 MB at most
     KEY_CHARS_MAX  128             longer keys are cut: usernames have at most 64 chars
 """
@@ -45,6 +52,7 @@ class Limit:
 GLOBAL = Limit(burst=20, rate_per_s=5.0)
 PER_ADDRESS = Limit(burst=10, rate_per_s=1 / 6)
 PER_USERNAME = Limit(burst=5, rate_per_s=1 / 12)
+PER_ACCOUNT_QUERIES = Limit(burst=100, rate_per_s=50.0)
 KEYS_MAX = 10_000
 KEY_CHARS_MAX = 128
 
@@ -110,6 +118,20 @@ class KeyedLimiter:
 
     def take(self, key: str, now_s: float) -> float:
         return self.bucket(key, now_s).take(now_s)
+
+
+class QueryLimiter:
+    """The per-account limit of authenticated requests (PER_ACCOUNT_QUERIES)."""
+
+    def __init__(self, limit: Limit = PER_ACCOUNT_QUERIES, keys_max: int = KEYS_MAX) -> None:
+        self._accounts = KeyedLimiter(limit, keys_max)
+
+    def check(self, username: str, now_s: float) -> None:
+        """Take a token for `username`; RateLimitedError (with retry_after_s) if none."""
+        wait_s = self._accounts.take(username, now_s)
+        if wait_s > 0:
+            raise RateLimitedError(f"too many requests for this account; retry in "
+                                   f"{math.ceil(wait_s)} s", wait_s)
 
 
 class TokenRequestLimiter:

@@ -48,6 +48,21 @@ def test_token_requests_are_rate_limited_per_username(live: LiveNode) -> None:
     assert int(limited.headers["retry-after"]) >= 1
 
 
+def test_one_accounts_queries_are_rate_limited(live: LiveNode) -> None:
+    from aggregator.query.ratelimit import Limit, QueryLimiter
+
+    live.on_loop(lambda: setattr(live.api, "queries",
+                                 QueryLimiter(Limit(burst=3, rate_per_s=0.01))))
+    try:
+        statuses = [live.http("GET", "/v1/chain", user="audit").status for _ in range(4)]
+        other = live.http("GET", "/v1/chain", user="alice")
+    finally:
+        live.on_loop(lambda: setattr(live.api, "queries", None))
+    assert statuses == [200, 200, 200, 429] and other.status == 200
+    limited = live.http("GET", "/v1/chain", user="audit")  # limit lifted again
+    assert limited.status == 200
+
+
 def test_forged_and_malformed_tokens_get_their_codes(live: LiveNode) -> None:
     good = live.token("audit")
     header, payload, signature = good.split(".")
