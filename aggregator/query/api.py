@@ -82,6 +82,7 @@ from .customers import CustomerStore
 from .errors import RateLimitedError, http_status
 from .ledger import PAGE_ROWS_MAX, LedgerReader, NotFoundError, ReadingIndex
 from .metrics import DenialCollector
+from .peers import PeerHeads
 from .ratelimit import QueryLimiter, TokenRequestLimiter
 from .receipts import trust_from_genesis
 from .tablejson import Column, Table
@@ -197,6 +198,8 @@ class QueryApi:
         self.customers = None if config.customer_key_file is None else CustomerStore(
             config.data_dir, config.customer_key_file, config.random_bytes)
         self.submit_registry = submit_registry
+        self.peers = PeerHeads([(v.node_id, v.http) for v in genesis.validators
+                                if v.node_id != node_id])
         self.metrics: QueryMetrics | None = None
 
     @classmethod
@@ -403,13 +406,24 @@ def _auth_routes(app: FastAPI, api: QueryApi) -> None:
 def _chain_routes(app: FastAPI, api: QueryApi) -> None:
     @app.get("/v1/chain", tags=["chain"], responses=_ERRORS)
     async def get_chain(principal: Who) -> Response:
-        """Chain status: height, transaction volume, validators and their heads."""
+        """Chain status: height, transaction volume, validators and their heads (the
+        others' from their /v1/status, at most 2 s old)."""
         api.allow(principal, Action.CHAIN_READ, access.NONE)
         api.index.catch_up()
         s = api.reader.summary()
-        nodes = [{"node_id": v.node_id, "power": v.power, "http": v.http,
-                  "head": s.height if v.node_id == api.node_id else None}
-                 for v in api.genesis.validators]
+        peers = await api.peers.heads(api.clock())
+        nodes = []
+        height: int | None
+        block_hash: str | None
+        for v in api.genesis.validators:
+            head, reachable = peers.get(v.node_id, (None, False))
+            if v.node_id == api.node_id:
+                height, block_hash, reachable = s.height, s.block_hash.hex(), True
+            else:
+                height = None if head is None else head.height
+                block_hash = None if head is None else head.block_hash
+            nodes.append({"node_id": v.node_id, "power": v.power, "http": v.http,
+                          "head": height, "block_hash": block_hash, "reachable": reachable})
         return _json({"chain_id": api.genesis.chain_id, "engine": api.genesis.engine,
                       "height": s.height, "time_s": s.time_s, "block_hash": s.block_hash.hex(),
                       "log_size": s.log_size, "log_root": s.log_root.hex(),

@@ -107,7 +107,8 @@ def test_chain_status_names_height_volume_and_nodes(live: LiveNode) -> None:
     assert status["chain_id"] == "gl-query-test" and status["height"] >= 1
     assert status["batches"] >= 7 and status["txs"] >= 7 and status["readings"] >= 8
     assert status["nodes"] == [{"node_id": "node-0", "power": 1, "http": "127.0.0.1:8080",
-                                "head": status["height"]}]
+                                "head": status["height"], "block_hash": status["block_hash"],
+                                "reachable": True}]
 
 
 def test_readings_of_a_meter_in_three_formats_and_paged(live: LiveNode) -> None:

@@ -67,6 +67,7 @@ def test_a_cluster_receipt_verifies_against_the_genesis(tmp_path: Path) -> None:
                      body={"username": "regulator", "password": PASSWORD})["access_token"]
         receipts = [_get(e["http"], "/v1/readings/gw-run-1/1/receipt", token)
                     for e in (first, third)]  # node-2 accepts node-0's token
+        nodes = _get(first["http"], "/v1/chain", token)["nodes"]
     finally:
         local.stop(cluster)
         for entry in cluster["nodes"]:
@@ -80,3 +81,5 @@ def test_a_cluster_receipt_verifies_against_the_genesis(tmp_path: Path) -> None:
         assert verified.total_power == 4 and verified.signed_power >= 3
         assert (verified.device_id, verified.seq) == ("gw-run-1", 1)
     assert receipts[0]["header"] == receipts[1]["header"]  # one chain, one header
+    assert [n["node_id"] for n in nodes] == [f"node-{i}" for i in range(4)]
+    assert all(n["reachable"] and n["head"] >= 1 for n in nodes), nodes
