@@ -41,7 +41,8 @@ def run_fleet(work: Path, mqtt: str, genesis: str, devices: int, args: argparse.
     command = gridledger("sim", "fleet", "--devices", str(devices), "--interval",
                          str(args.interval), "--speed", str(args.speed), "--duration",
                          str(args.duration), "--mqtt", mqtt, "--ca-dir", str(work / "ca"),
-                         "--genesis", genesis, "--prefix", f"bench{devices}-", "--report")
+                         "--genesis", genesis, "--prefix", f"bench{devices}-", "--report",
+                         "--drain", str(args.drain))
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     verdict = "clean" if "reconciliation CLEAN" in done.stdout else "NOT CLEAN"
     return done.stdout, verdict
@@ -54,6 +55,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=60.0)
     parser.add_argument("--speed", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--drain", type=float, default=120.0)
     args = parser.parse_args()
     print(machine())
     print("| gateways | offered batches/s | sent batches/s | fleet CPU a batch | "
@@ -73,6 +75,10 @@ def main() -> int:
             per_core = args.interval * 1000.0 / per_batch_ms
             print(f"| {devices} | {offered:.0f} | {float(found.group(3)):.0f} | "
                   f"{per_batch_ms:.2f} ms | {per_core:,.0f} | {verdict} |", flush=True)
+            if verdict != "clean":
+                problems = [line for line in out.splitlines() if "reconciliation" in line
+                            or "drain" in line or line.startswith("  ")]
+                print("\n".join("    " + line for line in problems[:12]), flush=True)
     return 0
 
 

@@ -47,7 +47,9 @@ def add_fleet_command(commands: SubParsers) -> None:
                    help="model seconds per wall second (default 1)")
     p.add_argument("--duration", type=float, metavar="D",
                    help="wall seconds to read for, then drain (default: until Ctrl-C)")
-    p.add_argument("--mqtt", metavar="URL", help="broker, mqtt://HOST[:PORT]")
+    p.add_argument("--mqtt", action="append", default=[], metavar="URL",
+                   help="broker, mqtt://HOST[:PORT] (repeatable: gateways spread round robin; "
+                   "every broker's receipts are taken)")
     p.add_argument("--coap", action="append", default=[], metavar="URL",
                    help="node, coap://HOST[:PORT] (repeatable: gateways spread round robin)")
     p.add_argument("--faults", default="", metavar="SPEC", help="faults to inject (below)")
@@ -104,7 +106,7 @@ def config_of(args: argparse.Namespace) -> FleetConfig:
         raise GridLedgerError("--mqtt-connections must be 1..64", "sim.usage")
     return FleetConfig(
         interval_s=args.interval, speed=args.speed, duration_s=args.duration,
-        mqtt_url=args.mqtt, coap_urls=list(args.coap), faults=args.faults, seed=args.seed,
+        mqtt_urls=list(args.mqtt), coap_urls=list(args.coap), faults=args.faults, seed=args.seed,
         window=args.window, drain_s=args.drain, replay=args.replay,
         mqtt_connections=args.mqtt_connections)
 

@@ -5,7 +5,8 @@ Theory of operation
 `Fleet.run()` starts the uplinks, then one scheduler task keeps a heap of the cores'
 `next_deadline()`s: it pops every core that is due, calls `handle_timeout(now)` and
 hands the sends to the core's uplink (MQTT or CoAP, alternating by device when both
-are given; several CoAP URLs are used round robin).  Answers and receipts come back on
+are given; several brokers or CoAP URLs are used round robin by device, so a fleet can
+spread over the nodes of a cluster).  Answers and receipts come back on
 the uplinks' tasks; a receipt is verified once, under the genesis node keys, recorded
 in the device's log and settled by every gateway of that device (a clone shares its
 original's ack topic), which then goes back on the heap.
@@ -68,7 +69,7 @@ class FleetConfig:
     interval_s: float
     speed: float = 1.0
     duration_s: float | None = None
-    mqtt_url: str | None = None
+    mqtt_urls: list[str] = field(default_factory=list)
     coap_urls: list[str] = field(default_factory=list)
     faults: str = ""
     seed: int = 1
@@ -101,7 +102,7 @@ class Fleet:
                  config: FleetConfig) -> None:
         if not identities:
             raise GridLedgerError("no identities", "sim.usage")
-        if config.mqtt_url is None and not config.coap_urls:
+        if not config.mqtt_urls and not config.coap_urls:
             raise GridLedgerError("give --mqtt URL, --coap URL or both", "sim.usage")
         self.config = config
         self.node_keys = node_keys
@@ -110,12 +111,13 @@ class Fleet:
         self.logs: dict[str, DeviceLog] = {}
         self.cores: list[GatewayCore] = []
         self.transport: list[str] = []
+        self.device_numbers: list[int] = []
         self.by_device: dict[str, list[int]] = {}
         self.versions: list[int] = []
         self.heap: list[tuple[float, int, int]] = []
         self.wake = asyncio.Event()
         self.stop = asyncio.Event()  # set by SIGINT/SIGTERM: stop reading, drain
-        self.mqtt: MqttLink | None = None
+        self.mqtt: list[MqttLink] = []
         self.coap: CoapLink | None = None
         self.plan = faults_mod.FaultPlan()
         self.started_s = time.time()
@@ -174,11 +176,12 @@ class Fleet:
         self.cores.append(core)
         self.versions.append(0)
         self.by_device.setdefault(core.device_id, []).append(index)
-        both = self.config.mqtt_url is not None and self.config.coap_urls
+        self.device_numbers.append(device_number)
+        both = self.config.mqtt_urls and self.config.coap_urls
         if both:
             self.transport.append("mqtt" if device_number % 2 == 0 else "coap")
         else:
-            self.transport.append("mqtt" if self.config.mqtt_url is not None else "coap")
+            self.transport.append("mqtt" if self.config.mqtt_urls else "coap")
         self._schedule(index)
 
     # -- scheduling ----------------------------------------------------------------------
@@ -220,8 +223,8 @@ class Fleet:
                     self.stats.resent += 1
         if sends:
             if self.transport[index] == "mqtt":
-                assert self.mqtt is not None
-                self.mqtt.send(index, sends)
+                link = self.mqtt[self.device_numbers[index] % len(self.mqtt)]
+                link.send(index, sends)
             else:
                 assert self.coap is not None
                 self.coap.send(index, sends)
@@ -299,19 +302,19 @@ class Fleet:
         return reconcile(self.logs)
 
     async def _start_links(self) -> None:
-        if self.config.mqtt_url is not None:
-            prefix = f"gl-fleet-{os.getpid()}-{self.config.seed}"
-            self.mqtt = MqttLink(self.config.mqtt_url, self.config.mqtt_connections,
-                                 self.on_receipt, prefix)
-            await self.mqtt.start()
+        for n, url in enumerate(self.config.mqtt_urls):
+            prefix = f"gl-fleet-{os.getpid()}-{self.config.seed}-{n}"
+            link = MqttLink(url, self.config.mqtt_connections, self.on_receipt, prefix)
+            await link.start()
+            self.mqtt.append(link)
         if self.config.coap_urls:
             self.coap = CoapLink(self.config.coap_urls, self.on_answer, self.on_receipt,
                                  lambda data, seq: seq in receipt_seqs(data))
             await self.coap.start()
 
     async def _stop_links(self) -> None:
-        if self.mqtt is not None:
-            await self.mqtt.shutdown()
+        for link in self.mqtt:
+            await link.shutdown()
         if self.coap is not None:
             await self.coap.shutdown()
 
@@ -332,7 +335,7 @@ class Fleet:
         out.line(f"drain timed out after {self.config.drain_s:.0f} s")
 
     def _links_idle(self) -> bool:
-        mqtt_idle = self.mqtt is None or self.mqtt.queued() == 0
+        mqtt_idle = all(link.queued() == 0 for link in self.mqtt)
         coap_idle = self.coap is None or self.coap.in_progress() == 0
         return mqtt_idle and coap_idle
 

@@ -140,3 +140,18 @@ def test_commit_latency_is_measured_from_signing(identities: list[Identity],
     sends = core.handle_timeout(now_s)
     latencies = commit(core, sends, 1, now_s + 0.25)
     assert latencies == [0.25]
+
+
+def test_burst_gateways_send_an_extra_batch_at_the_top_of_the_model_hour(
+        identities: list[Identity], seed: int) -> None:
+    hour_s = 3600.0 * 500_000
+    timing = Timing(NOW_S, INTERVAL_S, 60.0, hour_s - 90.0)  # the hour 1.5 s in (wall)
+    meters: list[Meter] = [loadshape.MeterSim(m, "household", random.Random(seed), hour_s)
+                           for m in identities[7].meters]
+    core = GatewayCore(identities[7], meters, timing, DeviceLog(), random.Random(seed), None,
+                       node_keys(), burst=True)
+    assert core.next_deadline() <= NOW_S + 1.5
+    assert core.next_burst_s == timing.wall_s(hour_s)
+    core.handle_timeout(timing.wall_s(hour_s))
+    assert core.outbox.store.last_seq() >= 1
+    assert core.next_burst_s == timing.wall_s(hour_s + 3600.0)
