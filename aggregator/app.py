@@ -33,6 +33,14 @@ Apply order within a block is the order of its txs; for each:
              profiles known and for meters the certificate lists -> newer than the last
              registry statement for the device -> registered (history kept).
     revoke   registrar statement -> the device is revoked for good (also if unknown).
+    document record signer (`tx.record_signers`) -> a digest not recorded before ->
+             records["document/<digest hex>"]; a verification certificate also adds its
+             [valid_from, valid_until) to the meter's verification periods.
+    customer record signer -> dated within the skew bound and newer than the meter's
+             last customer record -> records["customer/<meter>"] (a later one replaces).
+
+Batches are judged by the verification periods of the state *before* the block plus the
+documents earlier in the same block (tx order), so every node flags the same readings.
 
 A rejected tx stays in the block (its bytes are in the txs root) but changes no state
 except counters; its result carries the stable code of the error that rejected it.
@@ -43,7 +51,15 @@ Readings-log leaf (RFC 9162 leaf data, one per meter group of a committed batch)
 
 State root: SHA-256 of the CBOR array [log size, log root, batches, readings, violations,
 device root], where device root = SHA-256 over the concatenated SHA-256 digests of each
-device's CBOR record (`Device.to_obj`), in device id order.
+device's CBOR record (`Device.to_obj`), in device id order.  When the chain holds class
+II/III records, a seventh item follows: the records root, SHA-256 over the concatenated
+SHA-256 of CBOR [key, value] of each record in key order (absent while there are none, so
+a chain without records keeps the roots it had).
+
+Record values (deterministic CBOR):
+
+    document/<digest hex>  [kind, meter, valid_from_s, valid_until_s, signer, tx hash]
+    customer/<meter>       [salted digest, signer, time_s, tx hash]
 
 Limits
 ------
@@ -60,6 +76,11 @@ Limits
     REGISTERS_MAX      1024   registers (meter, OBIS) remembered per device: 32 meters ×
                               32 records fit; a certificate without a meter list must not
                               let one device grow its record without bound.
+    RECORDS_MAX        2×10^5 class II/III records before more are refused: the records
+                              root hashes each one each block, like the device root; two
+                              a meter (customer, verification) for 10^5 meters.
+    PERIODS_MAX        64     verification certificates per meter: a yearly renewal for
+                              decades; bounds what the rule scans per meter group.
 
 Errors (codes in tx results; nothing here raises for remote bytes)
 ------
@@ -67,7 +88,9 @@ Errors (codes in tx results; nothing here raises for remote bytes)
     tx.profile         enrollment names an unknown profile or a meter the cert lacks
     tx.stale           enrollment not newer than the device's last registry statement
     tx.time            registry statement dated after the block time + skew bound
-    registry.full      DEVICES_MAX reached
+    registry.full      DEVICES_MAX or RECORDS_MAX reached
+    document.exists    a document record for a digest already on chain
+    document.periods   PERIODS_MAX verification certificates for the meter already
     device.registers   the batch would take the device past REGISTERS_MAX
     rule.*             see aggregator.rules; cbor.*, cose.*, batch.*, cert.*, tx.* as raised
 """
@@ -75,14 +98,15 @@ Errors (codes in tx results; nothing here raises for remote bytes)
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
+from typing import Any, cast
 
 from edge.portable import batch as batch_mod
-from edge.portable import cose, cwt
+from edge.portable import cbor, cose, cwt
 from edge.portable.errors import (
     GridLedgerError,
     LocalProtocolError,
@@ -121,9 +145,16 @@ VERIFIED_BATCHES_MAX = 16384
 DEVICES_MAX = 100_000
 REGISTERS_MAX = 1024
 TOO_MANY_REGISTERS = "device.registers"
+DOCUMENT_EXISTS = "document.exists"
+TOO_MANY_PERIODS = "document.periods"
+RECORDS_MAX = 200_000
+PERIODS_MAX = 64
+DOCUMENT_PREFIX = "document/"
+CUSTOMER_PREFIX = "customer/"
 
 VerifyFn = Callable[[bytes, bytes, bytes], bool]
 ProfileLimits = Mapping[str, tuple[float, float]]
+Periods = Mapping[str, tuple[tuple[int, int], ...]]
 
 
 # -- values ----------------------------------------------------------------------------
@@ -202,12 +233,33 @@ class State:
     batches: int = 0
     readings: int = 0
     violations: int = 0
+    records: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
+    """Class II/III records by key (module docstring), values deterministic CBOR."""
+    periods: Periods = field(default_factory=lambda: MappingProxyType({}))
+    """Derived from `records`: each meter's verification validity periods, sorted."""
 
     def root(self) -> bytes:
         digests = b"".join(self.devices[d].digest for d in sorted(self.devices))
         device_root = hashlib.sha256(digests).digest()
         summary = [self.log_size, self.log_root, self.batches, self.readings, self.violations]
-        return hashlib.sha256(fastcbor.encode([*summary, device_root])).digest()
+        extra = [records_root(self.records)] if self.records else []
+        return hashlib.sha256(fastcbor.encode([*summary, device_root, *extra])).digest()
+
+
+def records_root(records: Mapping[str, bytes]) -> bytes:
+    digests = b"".join(_sha256(fastcbor.encode([k, records[k]])) for k in sorted(records))
+    return _sha256(digests)
+
+
+def verification_periods(records: Mapping[str, bytes]) -> dict[str, tuple[tuple[int, int], ...]]:
+    """Each meter's verification periods, from the document records (for a loaded State)."""
+    periods: dict[str, tuple[tuple[int, int], ...]] = {}
+    for key, value in records.items():
+        if key.startswith(DOCUMENT_PREFIX):
+            kind, meter, start, until = _record_fields(value)[:4]
+            if kind == "verification":
+                periods[meter] = tuple(sorted((*periods.get(meter, ()), (start, until))))
+    return periods
 
 
 @dataclass(frozen=True)
@@ -218,6 +270,9 @@ class AppConfig:
     registrar_public_key: bytes
     verify_fn: VerifyFn
     profiles: Mapping[str, ProfileLimits] = field(default_factory=dict)
+    node_keys: Mapping[str, bytes] = field(default_factory=dict)
+    """Validator node id -> public key: with the registrar, who signs class II/III
+    records (`tx.record_signers`)."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +340,8 @@ class FinalizeResult:
     batch_hashes: tuple[bytes, ...] = ()
     leaf_keys: tuple[tuple[str, int, str], ...] = ()
     """(device id, seq, meter id) of each leaf, for the store's reading index."""
+    changed_records: tuple[tuple[str, bytes], ...] = ()
+    """Class II/III records this block wrote, for the store."""
 
     @property
     def violations(self) -> int:
@@ -390,6 +447,12 @@ class _Draft:
         self.batches = state.batches
         self.readings = state.readings
         self.violations = state.violations
+        self.records: dict[str, bytes] = {}
+        self.new_periods: dict[str, tuple[tuple[int, int], ...]] = {}
+        # Reads through to the committed periods without copying them (ChainMap only
+        # writes to its first map, and nothing writes through this one).
+        committed = cast("dict[str, tuple[tuple[int, int], ...]]", state.periods)
+        self.periods = ChainMap(self.new_periods, committed)
 
     def device(self, device_id: str) -> Device | None:
         found = self.devices.get(device_id)
@@ -403,11 +466,26 @@ class _Draft:
     def device_count(self) -> int:
         return len(self.state.devices) + self.added
 
+    def record(self, key: str) -> bytes | None:
+        found = self.records.get(key)
+        return found if found is not None else self.state.records.get(key)
+
+    def put_record(self, key: str, value: bytes) -> None:
+        if key not in self.state.records and key not in self.records and (
+                len(self.state.records) + len(self.records) >= RECORDS_MAX):
+            raise _Rejected(REGISTRY_FULL)
+        self.records[key] = value
+
     def freeze(self, request: FinalizeRequest) -> State:
         devices = dict(self.state.devices)
         devices.update(self.devices)
+        records, periods = self.state.records, self.state.periods
+        if self.records:  # copied only when a record changed: most blocks have none
+            records = MappingProxyType({**self.state.records, **self.records})
+            periods = MappingProxyType({**self.state.periods, **self.new_periods})
         return State(request.height, request.time_s, MappingProxyType(devices), self.log.size,
-                     self.log.root(), self.batches, self.readings, self.violations)
+                     self.log.root(), self.batches, self.readings, self.violations, records,
+                     periods)
 
 
 def _count(
@@ -430,6 +508,7 @@ class Application:
     ) -> None:
         self.config = config
         self._verify = CachedVerify(config.verify_fn)
+        self._signers = tx.record_signers(config.registrar_public_key, config.node_keys)
         self._verified_cache: OrderedDict[bytes, tuple[bytes, str | None, Verified]] = (
             OrderedDict()
         )
@@ -521,8 +600,13 @@ class Application:
             self._verified_cache.popitem(last=False)
 
     def _check_statement(self, decoded: tx.Tx) -> None:
-        opener = tx.open_enrollment if decoded.kind == tx.ENROLL else tx.open_revocation
-        opener(decoded.body, self.config.registrar_public_key, self._verify)
+        if decoded.kind == tx.DOCUMENT:
+            tx.open_document(decoded.body, self._signers, self._verify)
+        elif decoded.kind == tx.CUSTOMER:
+            tx.open_customer(decoded.body, self._signers, self._verify)
+        else:
+            opener = tx.open_enrollment if decoded.kind == tx.ENROLL else tx.open_revocation
+            opener(decoded.body, self.config.registrar_public_key, self._verify)
 
     # -- proposals ----------------------------------------------------------------------
 
@@ -580,7 +664,8 @@ class Application:
         state = draft.freeze(request)
         return FinalizeResult(request, results, state, state.root(), tuple(draft.leaves),
                               tuple(draft.overlay.written), tuple(draft.devices.values()),
-                              tuple(draft.batch_hashes), tuple(draft.leaf_keys))
+                              tuple(draft.batch_hashes), tuple(draft.leaf_keys),
+                              tuple(sorted(draft.records.items())))
 
     def commit(self) -> bytes:
         """Make the finalized State current and append its log nodes; the app hash."""
@@ -604,8 +689,12 @@ class Application:
         try:
             if decoded.kind == tx.ENROLL:
                 self._apply_enroll(draft, decoded, request.time_s)
-            else:
+            elif decoded.kind == tx.REVOKE:
                 self._apply_revoke(draft, decoded, request.time_s)
+            elif decoded.kind == tx.DOCUMENT:
+                self._apply_document(draft, decoded)
+            else:
+                self._apply_customer(draft, decoded, request.time_s)
         except GridLedgerError as exc:
             return TxResult(digest, exc.code)
         return TxResult(digest, OK)
@@ -672,6 +761,7 @@ class Application:
         if len(registers) > REGISTERS_MAX:
             return self._reject(draft, replace(result, code=TOO_MANY_REGISTERS))
         found = self._rule_violations(device, batch, last_seq, time_s)
+        found += rules.check_verification(draft.periods, batch) if draft.periods else ()
         first_leaf = draft.log.size + len(draft.leaves)
         for group in batch.meters:
             draft.leaves.append(leaf_bytes(batch.device_id, batch.seq, group.meter_id, body_hash))
@@ -739,6 +829,31 @@ class Application:
             base, revoked=True, registry_time_s=max(base.registry_time_s, statement.time_s)))
 
 
+    def _apply_document(self, draft: _Draft, decoded: tx.Tx) -> None:
+        doc = tx.open_document(decoded.body, self._signers, self._verify)
+        key = DOCUMENT_PREFIX + doc.digest.hex()
+        if draft.record(key) is not None:
+            raise _Rejected(DOCUMENT_EXISTS)
+        periods = draft.periods.get(doc.meter, ())
+        if doc.kind == "verification" and len(periods) >= PERIODS_MAX:
+            raise _Rejected(TOO_MANY_PERIODS)
+        draft.put_record(key, fastcbor.encode([doc.kind, doc.meter, doc.valid_from_s,
+                                               doc.valid_until_s, doc.signer, decoded.hash]))
+        if doc.kind == "verification":
+            period = (doc.valid_from_s, doc.valid_until_s)
+            draft.new_periods[doc.meter] = tuple(sorted((*periods, period)))
+
+    def _apply_customer(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> None:
+        record = tx.open_customer(decoded.body, self._signers, self._verify)
+        _check_statement_time(record.time_s, time_s)
+        key = CUSTOMER_PREFIX + record.meter
+        last = draft.record(key)
+        if last is not None and record.time_s <= _record_fields(last)[2]:
+            raise _Rejected(STALE)
+        draft.put_record(key, fastcbor.encode([record.digest, record.signer, record.time_s,
+                                               decoded.hash]))
+
+
 class _Rejected(GridLedgerError):
     """Internal: a tx the rules reject, with the code of its result."""
 
@@ -755,6 +870,14 @@ def _register_rows(
     registers: Mapping[tuple[str, str], int | float],
 ) -> tuple[tuple[str, str, int | float], ...]:
     return tuple((m, o, v) for (m, o), v in sorted(registers.items()))
+
+
+def _record_fields(value: bytes) -> list[Any]:
+    """A record value this application wrote (a CBOR array; module docstring)."""
+    found = cbor.decode(value)
+    if not isinstance(found, list):
+        raise LocalProtocolError("a stored record must be a CBOR array", "state.format")
+    return found
 
 
 def _sha256(data: bytes) -> bytes:

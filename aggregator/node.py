@@ -112,7 +112,7 @@ def open_node(data_dir: Path) -> Node:
     store = Store.open(data_dir / LEDGER_FILE, genesis.chain_id, genesis.hash(), validators,
                        crypto.verify)
     config = AppConfig(genesis.chain_id, genesis.registrar_public_key, crypto.verify,
-                       profile_limits())
+                       profile_limits(), genesis.node_keys())
     app = Application(config, store.load_state(), store.nodes)
     limits = genesis.block_limits
     engine_limits = EngineLimits.from_block_limits(limits.max_txs, limits.max_bytes,

@@ -21,9 +21,11 @@ certificate and enrollment have already been checked, in this fixed order:
                        III records: validity [from, until)) none of which is in force at
                        the read time (bt): its readings come from a meter whose
                        verification expired.  A meter without any record is not judged:
-                       "never verified" and "not uploaded yet" look alike.  The query API
-                       flags readings with it; execution does not run it yet, because
-                       document records are not chain transactions yet.
+                       "never verified" and "not uploaded yet" look alike.  The periods
+                       come from the document records on chain (`aggregator.app`,
+                       tx kind 4); the query API shows the result as the readings'
+                       verification_lapsed flag.  Weight 0 in the credit score: an
+                       expired certificate is the meter owner's doing, not the gateway's.
 
 Every rule returns violation records; only replay rejects.  A batch that breaks the
 others is still committed: it is evidence, and the violation records on chain say what

@@ -25,6 +25,8 @@ Tables (blobs are deterministic CBOR unless said otherwise):
                                      leaves of a batch are one lookup (the leaf is the
                                      authority: a proof is checked against its hash)
     merkle_node(level, idx, hash)    the perfect subtrees of `aggregator.merkle`
+    record(key, data)                class II/III records of the State (`app.State.records`),
+                                     upserted; the verification periods are derived
 
 `Store.open` re-verifies everything before the node may serve: each block decodes, its
 stored hash is SHA-256 of its header, heights run 1..n, prev_hash links to the previous
@@ -55,7 +57,7 @@ from edge.portable import cbor
 from edge.portable.errors import GridLedgerError
 
 from . import block as block_mod
-from .app import Device, FinalizeResult, State
+from .app import Device, FinalizeResult, State, verification_periods
 from .merkle import MerkleLog, Node, leaf_hash
 
 __all__ = [
@@ -78,6 +80,7 @@ CREATE TABLE IF NOT EXISTS reading (
     idx INTEGER PRIMARY KEY, height INTEGER NOT NULL, device_id TEXT NOT NULL,
     seq INTEGER NOT NULL, meter_id TEXT NOT NULL, leaf BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS reading_by_device ON reading (device_id, seq);
+CREATE TABLE IF NOT EXISTS record (key TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS merkle_node (
     level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
     PRIMARY KEY (level, idx)) WITHOUT ROWID;
@@ -231,8 +234,11 @@ class Store:
         devices = {}
         for device_id, data in self._conn.execute("SELECT device_id, data FROM device"):
             devices[device_id] = Device.from_obj(cbor.decode(bytes(data), max_items=1 << 16))
+        rows = self._conn.execute("SELECT key, data FROM record")
+        records = {str(k): bytes(v) for k, v in rows}
         return State(height, time_s, MappingProxyType(devices), log_size, log_root, batches,
-                     readings, violations)
+                     readings, violations, MappingProxyType(records),
+                     MappingProxyType(verification_periods(records)))
 
     # -- writing ------------------------------------------------------------------------
 
@@ -284,6 +290,9 @@ class Store:
             "INSERT OR REPLACE INTO device VALUES (?, ?)",
             [(d.device_id, d.encoded) for d in result.changed],
         )
+        if result.changed_records:
+            self._conn.executemany("INSERT OR REPLACE INTO record VALUES (?, ?)",
+                                   result.changed_records)
         summary = [state.height, state.time_s, state.log_size, state.log_root, state.batches,
                    state.readings, state.violations]
         self._put_meta("summary", cbor.encode(summary))

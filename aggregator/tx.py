@@ -14,6 +14,13 @@ hash is SHA-256 over exactly those bytes.  The body is always a tagged COSE_Sign
                         (`hardware.profiles`) judges each meter's values.
     kind 3  revoke      a registrar statement, payload {1: device id, 2: time_s,
                         3: reason}; the device's batches are rejected from then on.
+    kind 4  document    a class III document record, payload {1: SHA-256 of the file
+                        (32 bytes), 2: "calibration" | "verification" | "accreditation",
+                        3: meter serial ("" for an accreditation), 4: valid_from_s,
+                        5: valid_until_s}; the file itself stays off chain.
+    kind 5  customer    a class II digest, payload {1: meter serial, 2: SHA-256(salt ||
+                        canonical customer fields) (32 bytes), 3: time_s}; the fields and
+                        the salt stay off chain (`aggregator.query.confidential`).
 
 Registry statements are COSE_Sign1 (ES256) made by the registrar key of the genesis file,
 kid = the registrar key id (`cwt.key_id`, the same kid its certificates carry).  The
@@ -22,7 +29,14 @@ own when the statement is applied (validity against the block time).  A certific
 can also enroll a device: a batch whose kcwt carries a valid certificate enrolls it on
 first sight, without profiles (DESIGN.md "Device identity").
 
-This module parses and builds; it checks signatures only of registry statements.
+Document and customer records are COSE_Sign1 (ES256) by a *record signer*: a validator
+node key of the genesis file (kid = the node id in UTF-8; a node signs what an operator
+uploads through its API) or the registrar key (kid = its key id, offline tooling).
+`record_signers` builds that table from the genesis keys.  The payloads of the four
+statement kinds are disjoint in shape (key sets and value types differ), so a signed
+statement of one kind never opens as another.
+
+This module parses and builds; it checks signatures only of statements.
 Whether a transaction applies is the application's business (`aggregator.app`).
 
 Limits
@@ -31,6 +45,7 @@ Limits
                                   plus the envelope; a batch is ≤ 1 KiB in practice.
     PROFILES_MAX          64      one per meter a certificate may list (cwt.MAX_METERS).
     REASON_CHARS_MAX      128     a revocation reason is a short note, not a document.
+    SERIAL_CHARS_MAX      64      a meter serial, as device ids (`batch.valid_id`).
 
 Errors
 ------
@@ -39,7 +54,9 @@ Errors
         ├── TxFormatError         tx.format       not [kind, bstr], unknown kind
         ├── TxLimitError          tx.limit        over TX_BYTES_MAX
         ├── StatementError        tx.statement    registry statement fields wrong
-        └── RegistrarSignatureError tx.registrar  statement not signed by the registrar
+        ├── RegistrarSignatureError tx.registrar  statement not signed by the registrar
+        ├── RecordSignerError     tx.signer       record kid names no record signer
+        └── RecordSignatureError  tx.signature    record signature does not verify
     (CBOR and COSE errors of the body keep their own cbor.* and cose.* codes.)
 """
 
@@ -57,13 +74,20 @@ from . import fastcbor
 
 __all__ = [
     "BATCH",
+    "CUSTOMER",
+    "DOCUMENT",
+    "DOCUMENT_KINDS",
     "ENROLL",
     "KINDS",
     "PROFILES_MAX",
     "REASON_CHARS_MAX",
     "REVOKE",
     "TX_BYTES_MAX",
+    "CustomerStatement",
+    "DocumentStatement",
     "Enrollment",
+    "RecordSignatureError",
+    "RecordSignerError",
     "RegistrarSignatureError",
     "Revocation",
     "StatementError",
@@ -73,22 +97,35 @@ __all__ = [
     "TxLimitError",
     "decode",
     "encode",
+    "make_customer",
+    "make_document",
     "make_enrollment",
     "make_revocation",
+    "open_customer",
+    "open_document",
     "open_enrollment",
     "open_revocation",
+    "record_signers",
     "tx_hash",
 ]
 
 BATCH = 1
 ENROLL = 2
 REVOKE = 3
-KINDS = (BATCH, ENROLL, REVOKE)
-KIND_NAMES = {BATCH: "batch", ENROLL: "enroll", REVOKE: "revoke"}
+DOCUMENT = 4
+CUSTOMER = 5
+KINDS = (BATCH, ENROLL, REVOKE, DOCUMENT, CUSTOMER)
+KIND_NAMES = {BATCH: "batch", ENROLL: "enroll", REVOKE: "revoke", DOCUMENT: "document",
+              CUSTOMER: "customer"}
+STATEMENT_KINDS = (ENROLL, REVOKE, DOCUMENT, CUSTOMER)
+DOCUMENT_KINDS = ("calibration", "verification", "accreditation")
+REGISTRAR_SIGNER = "registrar"
 
 TX_BYTES_MAX = cose.MAX_MESSAGE_BYTES + 256
 PROFILES_MAX = cwt.MAX_METERS
 REASON_CHARS_MAX = 128
+SERIAL_CHARS_MAX = 64
+DIGEST_BYTES = 32
 
 S_CERTIFICATE = 1
 S_PROFILES = 2
@@ -122,6 +159,14 @@ class RegistrarSignatureError(TxError):
     code = "tx.registrar"
 
 
+class RecordSignerError(TxError):
+    code = "tx.signer"
+
+
+class RecordSignatureError(TxError):
+    code = "tx.signature"
+
+
 @dataclass(frozen=True)
 class Tx:
     """A decoded transaction: its kind, its body (COSE_Sign1 bytes) and its hash."""
@@ -150,6 +195,32 @@ class Revocation:
     reason: str
 
 
+@dataclass(frozen=True)
+class DocumentStatement:
+    """A class III record: which file (digest), what it is, for which meter, how long."""
+
+    digest: bytes
+    kind: str
+    meter: str
+    valid_from_s: int
+    valid_until_s: int
+    signer: str
+
+
+@dataclass(frozen=True)
+class CustomerStatement:
+    """A class II record: the salted digest of a meter's customer fields at `time_s`."""
+
+    meter: str
+    digest: bytes
+    time_s: int
+    signer: str
+
+
+Signers = Mapping[bytes, tuple[str, bytes]]
+"""Record signers: COSE kid -> (signer name, ES256 public key)."""
+
+
 def tx_hash(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
@@ -173,7 +244,7 @@ def decode(raw: bytes) -> Tx:
         raise TxFormatError("a transaction is [kind, body]")
     kind, body = item
     if isinstance(kind, bool) or kind not in KINDS or not isinstance(body, bytes):
-        raise TxFormatError("transaction kind must be 1, 2 or 3 and its body bytes")
+        raise TxFormatError("transaction kind must be 1..5 and its body bytes")
     return Tx(kind, body, raw, tx_hash(raw))
 
 
@@ -250,3 +321,78 @@ def open_revocation(body: bytes, registrar_public_key: bytes, verify_fn: VerifyF
     if not isinstance(reason, str) or len(reason) > REASON_CHARS_MAX:
         raise StatementError(f"revocation reason must be text of ≤ {REASON_CHARS_MAX} chars")
     return Revocation(device_id, _time(obj[S_REVOKE_TIME]), reason)
+
+
+# -- class II and III records -----------------------------------------------------------
+
+
+def record_signers(registrar_public_key: bytes, node_keys: Mapping[str, bytes]) -> Signers:
+    """Who may sign a document or customer record: every validator and the registrar."""
+    table = {node_id.encode(): (node_id, key) for node_id, key in node_keys.items()}
+    table[cwt.key_id(registrar_public_key)] = (REGISTRAR_SIGNER, registrar_public_key)
+    return table
+
+
+def make_document(
+    digest: bytes, kind: str, meter: str, valid_from_s: int, valid_until_s: int,
+    kid: bytes, sign_fn: SignFn,
+) -> bytes:
+    payload = cbor.encode({1: digest, 2: kind, 3: meter, 4: valid_from_s, 5: valid_until_s})
+    return encode(DOCUMENT, cose.sign1(payload, kid, sign_fn))
+
+
+def make_customer(meter: str, digest: bytes, time_s: int, kid: bytes, sign_fn: SignFn) -> bytes:
+    payload = cbor.encode({1: meter, 2: digest, 3: time_s})
+    return encode(CUSTOMER, cose.sign1(payload, kid, sign_fn))
+
+
+def _record(body: bytes, signers: Signers, verify_fn: VerifyFn) -> tuple[object, str]:
+    """The decoded payload of a record and the name of the signer that signed it."""
+    message = cose.parse(body)
+    found = signers.get(message.kid)
+    if found is None:
+        raise RecordSignerError("record kid names no validator and not the registrar")
+    name, public_key = found
+    if not verify_fn(public_key, message.to_be_signed(), message.signature):
+        raise RecordSignatureError(f"record signature of {name} does not verify")
+    try:
+        return cbor.decode(message.payload, max_depth=1, max_items=5), name
+    except DecodeError as exc:
+        raise StatementError(f"record payload: {exc}") from None
+
+
+def open_document(body: bytes, signers: Signers, verify_fn: VerifyFn) -> DocumentStatement:
+    obj, signer = _record(body, signers, verify_fn)
+    if not isinstance(obj, dict) or set(obj) != {1, 2, 3, 4, 5}:
+        raise StatementError("document record must be {1: digest, 2: kind, 3: meter, "
+                             "4: valid_from, 5: valid_until}")
+    digest, kind, meter = obj[1], obj[2], obj[3]
+    if not isinstance(digest, bytes) or len(digest) != DIGEST_BYTES:
+        raise StatementError("document digest must be 32 bytes (SHA-256)")
+    if kind not in DOCUMENT_KINDS:
+        raise StatementError(f"document kind must be one of {', '.join(DOCUMENT_KINDS)}")
+    if not _meter_fits(kind, meter):
+        raise StatementError("a calibration or verification names one meter; an "
+                             "accreditation none")
+    start, until = _time(obj[4]), _time(obj[5])
+    if start >= until:
+        raise StatementError("document valid_from must be before valid_until")
+    return DocumentStatement(digest, kind, meter, start, until, signer)
+
+
+def _meter_fits(kind: object, meter: object) -> bool:
+    if kind == "accreditation":
+        return meter == ""
+    return isinstance(meter, str) and valid_id(meter) and len(meter) <= SERIAL_CHARS_MAX
+
+
+def open_customer(body: bytes, signers: Signers, verify_fn: VerifyFn) -> CustomerStatement:
+    obj, signer = _record(body, signers, verify_fn)
+    if not isinstance(obj, dict) or set(obj) != {1, 2, 3}:
+        raise StatementError("customer record must be {1: meter, 2: digest, 3: time}")
+    meter, digest = obj[1], obj[2]
+    if not isinstance(meter, str) or not valid_id(meter) or len(meter) > SERIAL_CHARS_MAX:
+        raise StatementError("customer record meter is not a valid serial")
+    if not isinstance(digest, bytes) or len(digest) != DIGEST_BYTES:
+        raise StatementError("customer digest must be 32 bytes (SHA-256)")
+    return CustomerStatement(meter, digest, _time(obj[3]), signer)

@@ -40,7 +40,8 @@ class World:
     def __init__(self) -> None:
         self.registrar = key(200)
         self.node = key(201)
-        self.config = AppConfig(CHAIN_ID, self.registrar.public_key(), crypto.verify, PROFILES)
+        self.config = AppConfig(CHAIN_ID, self.registrar.public_key(), crypto.verify, PROFILES,
+                                {NODE_ID: self.node.public_key()})
 
     def device_key(self, device_id: str) -> crypto.SigningKey:
         return key(sum(device_id.encode()) % 190)
