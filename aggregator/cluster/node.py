@@ -124,8 +124,8 @@ class ClusterNode:
             kind = tx_mod.decode(tx).kind
         except GridLedgerError as exc:
             return Admission.rejected(exc.code, exc.message)
-        if kind not in (tx_mod.ENROLL, tx_mod.REVOKE):
-            return Admission.rejected(CODE_NOT_REGISTRY, "only enroll and revoke go here")
+        if kind not in tx_mod.STATEMENT_KINDS:
+            return Admission.rejected(CODE_NOT_REGISTRY, "batches do not go here")
         if self.failed:
             return Admission.rejected(CODE_FAILED, "this node stopped; send to another")
         sub = self.engine.submit(tx, self._clock())

@@ -231,13 +231,14 @@ class EngineNode:
         return self._engine.status()
 
     def submit_registry(self, tx: bytes) -> Admission:
-        """Admit an enrollment or revocation (ports.RegistrySink); batches go by submit."""
+        """Admit a registry statement or a class II/III record (ports.RegistrySink);
+        batches go by submit."""
         try:
             kind = tx_mod.decode(tx).kind
         except GridLedgerError as exc:  # TxError, or the CBOR errors under it
             return Admission.rejected(exc.code, exc.message)
-        if kind not in (tx_mod.ENROLL, tx_mod.REVOKE):
-            return Admission.rejected(CODE_NOT_REGISTRY, "only enroll and revoke go here")
+        if kind not in tx_mod.STATEMENT_KINDS:
+            return Admission.rejected(CODE_NOT_REGISTRY, "batches do not go here")
         sub = self._engine.submit(tx, self._clock())
         self._wake.set()
         return admission_for(sub)
