@@ -18,7 +18,9 @@ Events                                   Actions (perform in the order returned)
                                              Evidence(first, second)   a signer equivocated
                                              Dropped(node_id, code)    a message was refused
 
-Application boundary.  Values are opaque bytes identified by SHA-256 (messages.value_id).
+Application boundary.  Values are opaque bytes identified by the injected `identify`
+(SHA-256 by default, messages.value_id); every proposal is re-identified on entry, so a
+peer cannot attach another id to a value.
 Building a value is asynchronous (BuildValue -> ValueReady: the proposer's block takes
 time to assemble).  Validity is an injected predicate `valid(height, value) -> bool`
 called synchronously and memoised per value id: it must be a pure function of the chain
@@ -69,7 +71,7 @@ Limits
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge.portable import cbor
 from edge.portable.errors import DecodeError, LocalProtocolError
@@ -85,6 +87,7 @@ from .messages import (
     PREVOTE,
     VALUE_BYTES_MAX,
     ConsensusMessageError,
+    IdentifyFn,
     Message,
     Proposal,
     SignFn,
@@ -162,6 +165,7 @@ class Config:
     verify: VerifyFn
     valid: ValidFn
     timeouts: Timeouts = field(default_factory=Timeouts)
+    identify: IdentifyFn = value_id
 
 
 # -- events ----------------------------------------------------------------------------
@@ -378,6 +382,7 @@ class Core:
             self._store_vote(vote)
         self.round = max(self.round, message.round)
         if isinstance(message, Proposal):
+            message = self._identified(message)
             self._h.signed_proposals[message.round] = message
             self._store_proposal(message)
             return
@@ -419,7 +424,8 @@ class Core:
         validRound = vr is accepted (lines 28-29) only by nodes that hold them."""
         if self.valid_value is None:
             return []
-        return [v for v in self._h.votes_for(self.valid_round, PREVOTE, value_id(self.valid_value))
+        vid = self.config.identify(self.valid_value)
+        return [v for v in self._h.votes_for(self.valid_round, PREVOTE, vid)
                 if v.node_id != self.node_id]
 
     def proposals_of(self, round_: int) -> list[Proposal]:
@@ -456,7 +462,7 @@ class Core:
     def _propose(self, value: bytes, valid_round: int) -> None:
         c = self.config
         proposal = sign_proposal(c.chain_id, self.height, self.round, value, valid_round,
-                                 self.node_id, c.sign)
+                                 self.node_id, c.sign, c.identify)
         self._h.signed_proposals[self.round] = proposal
         self._out.append(Persist(self.height, encode_record(Record(proposal))))
         self._out.append(Broadcast(proposal))  # line 19
@@ -476,6 +482,7 @@ class Core:
     def _on_proposal(self, proposal: Proposal) -> None:
         if proposal.height != self.height:
             return
+        proposal = self._identified(proposal)
         if proposal.node_id != self._proposer(proposal.round):
             self._drop(proposal.node_id, "consensus.not_proposer")
             return
@@ -690,7 +697,8 @@ class Core:
 
     def _on_commit(self, value: bytes, certificate: CommitCertificate) -> None:
         """Block sync: a decided value with its certificate, for our current height."""
-        if certificate.height != self.height or value_id(value) != certificate.value_id:
+        vid = self.config.identify(value)
+        if certificate.height != self.height or vid != certificate.value_id:
             return
         try:
             verify_certificate(certificate, self.config.chain_id, self.config.validators,
@@ -698,7 +706,7 @@ class Core:
         except CertificateError as exc:
             self._drop("", exc.code)
             return
-        if self._valid_value(value_id(value), value):
+        if self._valid_value(vid, value):
             self._decide(certificate.round, value, certificate)
 
     # -- predicates --------------------------------------------------------------------
@@ -707,7 +715,11 @@ class Core:
         return self.config.validators.proposer(self.height, round_)
 
     def _locked_on(self, vid: bytes) -> bool:
-        return self.locked_value is not None and value_id(self.locked_value) == vid
+        return self.locked_value is not None and self.config.identify(self.locked_value) == vid
+
+    def _identified(self, proposal: Proposal) -> Proposal:
+        """The proposal with the id our identity gives its value (never the sender's)."""
+        return replace(proposal, vid=self.config.identify(proposal.value))
 
     def _valid(self, proposal: Proposal) -> bool:
         return self._valid_value(proposal.value_id, proposal.value)

@@ -5,11 +5,18 @@ CBOR (RFC 8949 §4.2.1) of
 
     ["gridledger-consensus", chain_id, height, round, type, value_id, valid_round]
 
-where type is 0 proposal, 1 prevote, 2 precommit; value_id is the SHA-256 of the value
+where type is 0 proposal, 1 prevote, 2 precommit; value_id is the value's identity
 (null for a nil vote) and valid_round is the proposal's validRound (-1 for votes).  The
 round is signed because a correct node may precommit different values at one height in
 different rounds (after unlocking): a signature without the round could be counted
 towards a commit of a round in which its signer voted otherwise.
+
+A value's identity is SHA-256 of its bytes (`value_id`) unless the application injects
+another `IdentifyFn` (the ledger identifies a block by its header hash, so that a
+receipt can check a commit from the header alone).  An injected identity must be
+collision resistant over the values it may be given: two different values with one id
+would be one value to the core.  A proposal's `vid` holds the id it was identified with;
+empty means SHA-256.
 
 Wire form (deterministic CBOR arrays):
 
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from edge.portable import cbor
 from edge.portable.errors import DecodeError, RemoteProtocolError
@@ -44,6 +51,7 @@ __all__ = [
     "PREVOTE",
     "PROPOSAL",
     "ConsensusMessageError",
+    "IdentifyFn",
     "Message",
     "MessageLimitError",
     "Proposal",
@@ -70,6 +78,7 @@ SIGNATURE_BYTES = 64
 
 SignFn = Callable[[bytes], bytes]
 VerifyFn = Callable[[bytes, bytes, bytes], bool]
+IdentifyFn = Callable[[bytes], bytes]
 
 
 class ConsensusMessageError(RemoteProtocolError):
@@ -99,10 +108,11 @@ class Proposal:
     valid_round: int
     node_id: str
     signature: bytes
+    vid: bytes = field(default=b"", compare=False)  # the identity's id; b"": SHA-256
 
     @property
     def value_id(self) -> bytes:
-        return value_id(self.value)
+        return self.vid or value_id(self.value)
 
     def signed_bytes(self, chain_id: str) -> bytes:
         return sign_bytes(
@@ -128,11 +138,11 @@ Message = Proposal | Vote
 
 def sign_proposal(
     chain_id: str, height: int, round_: int, value: bytes, valid_round: int,
-    node_id: str, sign: SignFn,
+    node_id: str, sign: SignFn, identify: IdentifyFn = value_id,
 ) -> Proposal:
-    unsigned = Proposal(height, round_, value, valid_round, node_id, b"")
+    unsigned = Proposal(height, round_, value, valid_round, node_id, b"", identify(value))
     signature = sign(unsigned.signed_bytes(chain_id))
-    return Proposal(height, round_, value, valid_round, node_id, signature)
+    return replace(unsigned, signature=signature)
 
 
 def sign_vote(
