@@ -44,6 +44,7 @@ class Action(StrEnum):
     VIOLATIONS_READ = "violations.read"    # violations of a device
     CREDIT_READ = "credit.read"            # credit score of a device
     CUSTOMER_READ = "customer.read"        # class II fields of a meter's customer
+    CUSTOMER_WRITE = "customer.write"      # write them (sealed) and their digest on chain
     DOCUMENT_READ = "document.read"        # class III documents and their records
     DOCUMENT_UPLOAD = "document.upload"
     DEVICE_ENROLL = "device.enroll"
@@ -108,6 +109,7 @@ RULES: dict[Action, dict[str, Rule]] = {
                            "auditor": _A, "operator": _A},
     Action.DOCUMENT_READ: {"resident": _A, "supplier": _A, "auditor": _A, "operator": _A},
     Action.DOCUMENT_UPLOAD: _OPERATOR_ONLY,
+    Action.CUSTOMER_WRITE: _OPERATOR_ONLY,
     Action.DEVICE_ENROLL: _OPERATOR_ONLY,
     Action.DEVICE_REVOKE: _OPERATOR_ONLY,
     Action.ACCOUNTS_MANAGE: _OPERATOR_ONLY,

@@ -14,6 +14,15 @@ it), and the action is checked against the resource the request touches with
 `access.enforce`, which counts each denial.  List endpoints show only the rows the
 principal may see (`access.authorize`, not counted).
 
+Class III: `POST /v1/documents` stores the file and submits a document record (tx kind 4)
+signed by this node's key; the chain decides, and `GET /v1/documents/{digest}/record`
+shows the record once a block committed it (the query index reads it from the block).
+Class II: `PUT /v1/meters/{meter}/customer` seals the fields (AES-GCM, new salt) and
+submits the salted digest (tx kind 5) signed by this node; the sealed row is written only
+when the mempool admitted the tx.  `GET .../customer` shows the fields, the salt, their
+digest and the digest on chain, so an entitled reader can compare the two.  A reading's
+`verification_lapsed` is the chain's rule.verification result for its batch and meter.
+
 Handlers are coroutines: they run on the node's event loop between two steps of the
 block task and see a block wholly or not at all.  The two scrypt calls (login, account
 creation, ~0.1 s of one core each) run in a worker thread so the loop keeps serving.
@@ -27,12 +36,18 @@ Errors are JSON `{"error": code, "detail": text}`, counted by code in
     400  http.invalid        a parameter or body does not match the OpenAPI schema
     400  query.range         from > to, a size beyond the log
     400  query.tx_kind       an enrollment sent to the revocation route or vice versa
+    400  document.record, confidential.invalid   a document's fields or customer fields
+                             that cannot be recorded
     401  access.unauthenticated, token.*, auth.credentials
     403  access.role, access.not_owner
     404  query.not_found, document.not_found, customer.not_found, account.unknown,
-         http.not_found (no such route)
+         query.no_registry (a node that takes no chain transactions), customer.no_store
+         (a node without a customer key file), http.not_found (no such route)
     405  http.method
-    413  http.too_large (login, account, registry or document body), document.limit
+    413  http.too_large (login, account, registry, customer or document body),
+         document.limit
+    4xx  tx.* and the other codes of a chain transaction the node refused (document
+         upload, customer write: the node signs the record, the mempool admits it)
     429  rate.limited        with Retry-After: the token endpoint's limits, or one
                              account's queries (`ratelimit.PER_ACCOUNT_QUERIES`)
     503  mempool.full        with Retry-After
@@ -44,6 +59,11 @@ Limits
     LOGIN_BODY_MAX     2048     bytes of a token request: a 64-char name and a 1 KiB password.
     ACCOUNT_BODY_MAX   8192     an account request: the same and up to 64 ids of 64 chars.
     REGISTRY_BYTES_MAX 8192     an enrollment or revocation (as `aggregator.net.http`).
+    CUSTOMER_BODY_MAX  4096     a customer record: 896 characters of fields, UTF-8.
+    CUSTOMER_TIMES_MAX 4096     meters whose last customer write time is remembered, so
+                                two writes in one second get increasing record times
+                                (the chain keeps only a newer one); older entries give
+                                way to the chain's own time of the meter's record.
     TIME_S_MAX         2^40-1   the ledger's time fields.
 """
 
@@ -53,6 +73,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +90,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregator import tx as tx_mod
 from aggregator.app import Device
-from aggregator.rules import credit_score, verification_lapsed
+from aggregator.rules import credit_score
 from edge.crypto import SigningKey
 from edge.portable.errors import GridLedgerError, RemoteProtocolError
 from gridledger.genesis import Genesis
@@ -77,6 +98,7 @@ from gridledger.genesis import Genesis
 from . import access, documents, tablejson, tokens
 from .access import Action, Resource
 from .accounts import DEFAULT_SCRYPT, AccountStore, Principal, ScryptParams
+from .confidential import CustomerFields
 from .confidential import digest as customer_digest
 from .customers import CustomerStore
 from .errors import RateLimitedError, http_status
@@ -90,6 +112,8 @@ from .tablejson import Column, Table
 LOGIN_BODY_MAX = 2048
 ACCOUNT_BODY_MAX = 4 * LOGIN_BODY_MAX
 REGISTRY_BYTES_MAX = 8192
+CUSTOMER_BODY_MAX = 4096
+CUSTOMER_TIMES_MAX = 4096
 TIME_S_MAX = (1 << 40) - 1
 SEQ_MAX = (1 << 63) - 1
 HEIGHT_MAX = (1 << 63) - 1
@@ -131,6 +155,12 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: str
     expires_in: int
+
+
+class CustomerRequest(BaseModel):
+    name: str = Field(max_length=256)
+    address: str = Field(max_length=512)
+    contract: str = Field(max_length=128)
 
 
 class AccountRequest(BaseModel):
@@ -201,6 +231,7 @@ class QueryApi:
         self.peers = PeerHeads([(v.node_id, v.http) for v in genesis.validators
                                 if v.node_id != node_id])
         self.metrics: QueryMetrics | None = None
+        self._customer_times: OrderedDict[str, int] = OrderedDict()
 
     @classmethod
     def for_node(cls, opened: Any, data_dir: Path, submit_registry: RegistrySubmit | None,
@@ -235,6 +266,19 @@ class QueryApi:
         status = 401 if decision.code == "access.unauthenticated" else 403
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         raise ApiError(status, decision.code, decision.reason, headers)
+
+    def customer_time_s(self, meter: str) -> int:
+        """The time of a new customer record: now, but after the meter's last one (on
+        chain or written here), because the chain keeps a record only if it is newer."""
+        on_chain = self.reader.record("customer/" + meter)
+        last = max(self._customer_times.get(meter, -1),
+                   -1 if on_chain is None else int(on_chain[2]))
+        time_s = max(self.now_s(), last + 1)
+        self._customer_times[meter] = time_s
+        self._customer_times.move_to_end(meter)
+        if len(self._customer_times) > CUSTOMER_TIMES_MAX:
+            self._customer_times.popitem(last=False)
+        return time_s
 
     def meter_resource(self, meter: str) -> Resource:
         self.index.catch_up()
@@ -520,9 +564,8 @@ def _meter_routes(app: FastAPI, api: QueryApi) -> None:
         if from_s > to_s:
             raise ApiError(400, "query.range", "from must not be after to")
         rows = api.index.readings(meter, from_s, to_s, after, limit)
-        periods = [(r.valid_from_s, r.valid_until_s) for r, _, _ in
-                   api.index.documents_of_meter(meter) if r.kind == "verification"]
-        cells = tuple(_reading_cells(row, periods) for row in rows)
+        flagged = api.index.verification_flags(meter) if rows else set()
+        cells = tuple(_reading_cells(row, flagged) for row in rows)
         table = Table("readings", f"readings of meter {meter}", api.now_s(),
                       _READING_COLUMNS, cells)
         more = _next(request, rows[-1][0]) if len(rows) == limit else None
@@ -542,9 +585,32 @@ def _meter_routes(app: FastAPI, api: QueryApi) -> None:
             if exc.code != "confidential.invalid":
                 raise
             raise ApiError(404, "customer.not_found", f"no customer of {meter}") from None
+        digest = customer_digest(fields, salt).hex()
+        chain = _customer_on_chain(api, meter)
         return _json({"meter": meter, "name": fields.name, "address": fields.address,
-                      "contract": fields.contract, "salt": salt.hex(),
-                      "digest": customer_digest(fields, salt).hex()})
+                      "contract": fields.contract, "salt": salt.hex(), "digest": digest,
+                      "chain": chain, "on_chain": chain is not None and
+                      chain["digest"] == digest})
+
+    @app.put("/v1/meters/{meter}/customer", tags=["meters"], status_code=202,
+             openapi_extra=_json_body(CustomerRequest),
+             responses={**_ERRORS, 409: {"model": ErrorBody}, 413: {"model": ErrorBody},
+                        503: {"model": ErrorBody}})
+    async def put_customer(request: Request, principal: Who, meter: MeterId) -> Response:
+        """Write the meter's class II fields (operators): sealed at rest, the salted
+        digest submitted to the chain signed by this node."""
+        api.allow(principal, Action.CUSTOMER_WRITE, access.NONE)
+        body = await _parse_body(request, CustomerRequest, CUSTOMER_BODY_MAX)
+        if api.customers is None:
+            raise ApiError(404, "customer.no_store", "this node keeps no customer records")
+        fields = CustomerFields(body.name, body.address, body.contract)
+        sealed, digest = api.customers.seal(meter, fields)
+        raw = tx_mod.make_customer(meter, digest, api.customer_time_s(meter),
+                                   api.node_id.encode(), api.node_key.sign)
+        _admitted(api, raw)
+        api.customers.save(sealed)
+        return _json({"meter": meter, "digest": digest.hex(), "signer": api.node_id,
+                      "tx_hash": tx_mod.tx_hash(raw).hex(), "status": "accepted"}, 202)
 
     @app.get("/v1/meters/{meter}/documents", tags=["documents"], responses=_ERRORS)
     async def get_meter_documents(principal: Who,
@@ -552,17 +618,18 @@ def _meter_routes(app: FastAPI, api: QueryApi) -> None:
                                   format: Format = "json") -> Response:
         """Class III records (calibration, verification) of one meter."""
         api.allow(principal, Action.DOCUMENT_READ, Resource.meter(meter))
-        rows = tuple((r.digest.hex(), r.kind, r.meter, r.valid_from_s, r.valid_until_s, s)
-                     for r, s, _ in api.index.documents_of_meter(meter))
+        rows = tuple((d.record.digest.hex(), d.record.kind, d.record.meter,
+                      d.record.valid_from_s, d.record.valid_until_s, d.signer, d.height)
+                     for d in api.index.documents_of_meter(meter))
         return _table(Table("documents", f"documents of meter {meter}", api.now_s(),
                             _DOCUMENT_COLUMNS, rows), format)
 
 
-def _reading_cells(row: tuple[Any, ...], periods: list[tuple[int, int]]) -> tuple[Any, ...]:
+def _reading_cells(row: tuple[Any, ...], flagged: set[tuple[str, int]]) -> tuple[Any, ...]:
     _, meter, time_s, device_id, seq, obis, value, unit, height, leaf_index = row
     number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
     text = value if isinstance(value, str) else None
-    lapsed = verification_lapsed(periods, time_s)  # the rule aggregator.rules defines
+    lapsed = (device_id, seq) in flagged  # rule.verification, as execution found it
     return (meter, time_s, device_id, seq, obis, number, text, unit, height, leaf_index, lapsed)
 
 
@@ -601,6 +668,7 @@ _DOCUMENT_COLUMNS = (
     Column("valid_from_s", "timestamp", "valid from", "s"),
     Column("valid_until_s", "timestamp", "valid until", "s"),
     Column("signer", "string", "who signed the record"),
+    Column("height", "integer", "block that committed the record"),
 )
 
 
@@ -723,13 +791,29 @@ def _registry_route(app: FastAPI, api: QueryApi, action: Action, kind: int,
              name=f"post_{name}")(post_registry)
 
 
+def _customer_on_chain(api: QueryApi, meter: str) -> dict[str, Any] | None:
+    found = api.reader.record("customer/" + meter)
+    if found is None:
+        return None
+    digest, signer, time_s, tx_hash = found[:4]
+    return {"digest": digest.hex(), "signer": signer, "time_s": time_s,
+            "tx_hash": tx_hash.hex()}
+
+
+def _admitted(api: QueryApi, raw: bytes) -> None:
+    """Submit a chain tx this node signed; raise unless the mempool admitted it."""
+    if api.submit_registry is None:
+        raise ApiError(404, "query.no_registry", "this node takes no chain transactions")
+    _admission(api.submit_registry(raw))
+
+
 def _admission(admission: Any) -> Response:
     if admission.outcome == "accepted":
         return _json({"status": "accepted"}, 202)
     if admission.outcome == "overloaded":
         raise ApiError(503, admission.code, admission.reason,
                        {"Retry-After": str(admission.retry_after_s)})
-    status = 409 if "duplicate" in admission.code else 400
+    status = 409 if "duplicate" in admission.code or admission.code.endswith(".exists") else 400
     raise ApiError(status, admission.code, admission.reason or admission.code)
 
 
@@ -748,21 +832,26 @@ def _document_routes(app: FastAPI, api: QueryApi) -> None:
 
     @app.get("/v1/documents/{digest}/record", tags=["documents"], responses=_ERRORS)
     async def get_document_record(principal: Who, digest: Digest) -> Response:
-        """The signed record of a document: digest, kind, meter, validity, signer."""
+        """The document's record as committed on chain: digest, kind, meter, validity,
+        signer, the signed COSE_Sign1 (`record`), its tx and block."""
+        api.index.catch_up()
         found = api.index.document(digest)
-        meter = found[0].meter if found is not None else ""
+        meter = found.record.meter if found is not None else ""
         api.allow(principal, Action.DOCUMENT_READ,
                   Resource.meter(meter) if meter else access.NONE)
         if found is None:
-            raise ApiError(404, "document.not_found", f"no record for {digest}")
-        record, signer, signed = found
+            raise ApiError(404, "document.not_found", f"no record on chain for {digest}")
+        record = found.record
+        raw = tx_mod.encode(tx_mod.DOCUMENT, found.signed)
         return _json({"digest": digest, "kind": record.kind, "meter": record.meter,
                       "valid_from_s": record.valid_from_s,
-                      "valid_until_s": record.valid_until_s, "signer": signer,
-                      "record": signed.hex()})
+                      "valid_until_s": record.valid_until_s, "signer": found.signer,
+                      "record": found.signed.hex(), "tx_hash": tx_mod.tx_hash(raw).hex(),
+                      "height": found.height})
 
-    @app.post("/v1/documents", tags=["documents"], status_code=201, responses={
-        **_ERRORS, 413: {"model": ErrorBody}},
+    @app.post("/v1/documents", tags=["documents"], status_code=202, responses={
+        **_ERRORS, 409: {"model": ErrorBody}, 413: {"model": ErrorBody},
+        503: {"model": ErrorBody}},
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def post_document(
@@ -772,14 +861,17 @@ def _document_routes(app: FastAPI, api: QueryApi) -> None:
         valid_until_s: Annotated[int, Query(ge=0, le=TIME_S_MAX)],
         meter: Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{0,64}$")] = "",
     ) -> Response:
-        """Store a class III document and a record of it signed by this node (operators)."""
+        """Store a class III document (operators) and submit its record, signed by this
+        node, to the chain; the record shows under .../record once committed."""
         api.allow(principal, Action.DOCUMENT_UPLOAD, access.NONE)
         data = await _bounded_body(request, documents.DOCUMENT_BYTES_MAX)
         record = documents.record_for(data, kind, meter, valid_from_s, valid_until_s)
         signed = documents.sign_record(record, api.node_id, api.node_key.sign)
-        digest = api.documents.put(data)
-        api.index.put_document(record, api.node_id, signed, api.now_s())
-        return _json({"digest": digest, "signer": api.node_id, "record": signed.hex()}, 201)
+        raw = tx_mod.encode(tx_mod.DOCUMENT, signed)
+        digest = api.documents.put(data)  # content-addressed: harmless if the tx fails
+        _admitted(api, raw)
+        return _json({"digest": digest, "signer": api.node_id, "record": signed.hex(),
+                      "tx_hash": tx_mod.tx_hash(raw).hex(), "status": "accepted"}, 202)
 
 
 # -- accounts ----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ data directory in production, e.g. /etc/gridledger/customer.keys, and back it up
 
     put(record_id, fields) -> digest     seal with the newest key, new salt; the digest
                                          is what a transaction puts on chain
+    seal(record_id, fields) -> (sealed, digest)   the same in two steps, so the API can
+    save(sealed)                         write only once the chain tx was admitted
     get(record_id) -> fields             decrypt (any key of the ring)
     salt(record_id)                      shown with the fields to an entitled reader, so
                                          they can check them against the chain
@@ -55,11 +57,19 @@ class CustomerStore:
 
     def put(self, record_id: str, fields: CustomerFields) -> bytes:
         """Seal and store; return the salted digest the chain holds."""
+        sealed, digest = self.seal(record_id, fields)
+        self.save(sealed)
+        return digest
+
+    def seal(self, record_id: str, fields: CustomerFields) -> tuple[Sealed, bytes]:
+        """Seal under the newest key with a new salt, without storing; and the digest."""
         sealed = conf.seal(self.ring, record_id, fields, self._random_bytes)
+        return sealed, sealed.digest(fields)
+
+    def save(self, sealed: Sealed) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO customers VALUES (?, ?)",
-                             (record_id, sealed.to_bytes()))
-        return sealed.digest(fields)
+                             (sealed.record_id, sealed.to_bytes()))
 
     def _sealed(self, record_id: str) -> Sealed:
         with self._lock:

@@ -20,7 +20,8 @@ immutable once stored.
 
 `ReadingIndex` is a projection the query side keeps in DATA_DIR/query.sqlite: the
 values of every committed batch (meter, read time, OBIS code, value, unit), every
-violation record, which devices reported for which meter, and class III document records.
+violation record, which devices reported for which meter, and the class III document
+records committed on chain (tx kind 4, with the height that committed them).
 The ledger keeps leaves as [device, seq, meter, batch hash]; the values are inside the
 signed batches in the block bodies, so the index reads each new block once and keeps
 the values by (meter, time).  It is derived data: delete the file and it is rebuilt.
@@ -28,7 +29,10 @@ the values by (meter, time).  It is derived data: delete the file and it is rebu
 one block) a call, so a request after a long pause does not stall the event loop for
 long; `indexed_height` says how far it is.  Blocks and batches are read with cbor2's C
 decoder and `Batch.from_obj` (the batches were verified when their block was executed);
-a tx that does not read as a batch is left out of the index, never fatal.
+a tx that does not read as a batch is left out of the index, never fatal.  A reading's
+verification flag is the chain's own result: a rule.verification violation record for
+its (device, seq, meter) (`verification_flags`).  Class II digests and the on-chain form
+of a record are read from the ledger's state (`LedgerReader.record`), not indexed.
 
 Limits
 ------
@@ -188,6 +192,19 @@ class LedgerReader:
         return ChainSummary(height, header.time_s, self.block(height).hash(), header.log_size,
                             header.log_root, batches, readings, violations)
 
+    # -- class II/III records in the state ------------------------------------------------
+
+    def record(self, key: str) -> list[Any] | None:
+        """A record of the chain's state (`aggregator.app`: "document/<hex>" or
+        "customer/<meter>"), decoded; None when the chain holds none."""
+        row = self._conn.execute("SELECT data FROM record WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        found = cbor.decode(bytes(row[0]))
+        if not isinstance(found, list):
+            raise LedgerReadError(f"record {key!r} is not an array")
+        return found
+
     # -- devices -------------------------------------------------------------------------
 
     def device(self, device_id: str) -> Device:
@@ -246,7 +263,8 @@ class LedgerReader:
         if cose.parse(message).kcwt is None:
             certificate = self.device(device_id).certificate
         commit = self.commit(height)
-        whole = None if commit.round is None else self.block(height).encode()  # BFT signs it
+        needs_block = receipts.needs_block(view.header, commit)  # a version 1 BFT block
+        whole = self.block(height).encode() if needs_block else None
         return receipts.Bundle(self.chain_id, device_id, seq, message, certificate, leaves,
                                view.header_bytes, commit, whole)
 
@@ -346,10 +364,11 @@ CREATE TABLE IF NOT EXISTS violation (
     height INTEGER NOT NULL, code TEXT NOT NULL, meter TEXT NOT NULL, obis TEXT NOT NULL,
     detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS violation_by_device ON violation (device_id, id);
+CREATE INDEX IF NOT EXISTS violation_by_meter ON violation (meter, code);
 CREATE TABLE IF NOT EXISTS document (
     digest TEXT PRIMARY KEY, kind TEXT NOT NULL, meter TEXT NOT NULL,
     valid_from_s INTEGER NOT NULL, valid_until_s INTEGER NOT NULL, signer TEXT NOT NULL,
-    record BLOB NOT NULL, stored_at_s INTEGER NOT NULL);
+    record BLOB NOT NULL, height INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS document_by_meter ON document (meter, valid_until_s);
 """
 
@@ -391,10 +410,12 @@ class ReadingIndex:
         results = self._reader.results_fast(height)
         values: list[tuple[Any, ...]] = []
         violations: list[tuple[Any, ...]] = []
+        documents: list[tuple[Any, ...]] = []
         for raw, result in zip(view.txs, results, strict=False):
             violations.extend(_violation_rows(result, height))
             if result[1] == "ok":
                 values.extend(_value_rows(raw, result, height))
+                documents.extend(self._document_rows(raw, height))
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany("INSERT INTO reading_value (meter, time_s, device_id, seq, "
@@ -404,6 +425,8 @@ class ReadingIndex:
                                  {(v[0], v[2]) for v in values})
             self._db.executemany("INSERT INTO violation (device_id, seq, height, code, meter, "
                                  "obis, detail) VALUES (?, ?, ?, ?, ?, ?, ?)", violations)
+            self._db.executemany("INSERT OR REPLACE INTO document VALUES "
+                                 "(?, ?, ?, ?, ?, ?, ?, ?)", documents)
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('height', ?)", (height,))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('txs', ?)",
                              (self.txs + len(view.txs),))
@@ -412,6 +435,22 @@ class ReadingIndex:
             raise
         self._db.execute("COMMIT")
         return len(view.txs)
+
+    def _document_rows(self, raw: bytes, height: int) -> Iterator[tuple[Any, ...]]:
+        """The document table's row of a committed document tx: fields and signer as the
+        chain recorded them (`LedgerReader.record`), the signed record, the height."""
+        if raw[1:2] != bytes([tx_mod.DOCUMENT]):  # [kind, body]: kind is the second byte
+            return
+        try:
+            body = cbor2.loads(raw)[1]
+            digest = cbor2.loads(cbor2.loads(body).value[2])[1]
+            found = self._reader.record("document/" + digest.hex())
+        except (GridLedgerError, cbor2.CBORError, ValueError, TypeError, AttributeError,
+                IndexError, KeyError):  # an "ok" document reads; anything else is skipped
+            return
+        if found is not None:
+            kind, meter, start, until, signer = found[:5]
+            yield (digest.hex(), kind, meter, start, until, signer, body, height)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -438,29 +477,40 @@ class ReadingIndex:
                 "WHERE device_id = ? AND id > ? ORDER BY id LIMIT ?", (device_id, after, limit))
         return [tuple(r) for r in rows]
 
+    def verification_flags(self, meter: str) -> set[tuple[str, int]]:
+        """(device, seq) of the batches whose readings of `meter` the chain flagged with
+        rule.verification."""
+        rows = self._db.execute("SELECT device_id, seq FROM violation WHERE meter = ? AND "
+                                "code = 'rule.verification'", (meter,))
+        return {(str(d), int(q)) for d, q in rows}
+
     # -- class III document records ------------------------------------------------------
 
-    def put_document(self, record: DocumentRecord, signer: str, signed: bytes,
-                     now_s: int) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO document VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (record.digest.hex(), record.kind, record.meter, record.valid_from_s,
-             record.valid_until_s, signer, signed, now_s))
-
-    def document(self, digest_hex: str) -> tuple[DocumentRecord, str, bytes] | None:
+    def document(self, digest_hex: str) -> IndexedDocument | None:
+        """The committed record of a document, as the chain recorded it."""
         row = self._db.execute(
-            "SELECT digest, kind, meter, valid_from_s, valid_until_s, signer, record "
+            "SELECT digest, kind, meter, valid_from_s, valid_until_s, signer, record, height "
             "FROM document WHERE digest = ?", (digest_hex,)).fetchone()
         if row is None:
             return None
-        return _record(row), str(row[5]), bytes(row[6])
+        return IndexedDocument(_record(row), str(row[5]), bytes(row[6]), int(row[7]))
 
-    def documents_of_meter(self, meter: str) -> list[tuple[DocumentRecord, str, bytes]]:
+    def documents_of_meter(self, meter: str) -> list[IndexedDocument]:
         rows = self._db.execute(
-            "SELECT digest, kind, meter, valid_from_s, valid_until_s, signer, record "
+            "SELECT digest, kind, meter, valid_from_s, valid_until_s, signer, record, height "
             "FROM document WHERE meter = ? ORDER BY valid_until_s, digest LIMIT ?",
             (meter, PAGE_ROWS_MAX))
-        return [(_record(r), str(r[5]), bytes(r[6])) for r in rows]
+        return [IndexedDocument(_record(r), str(r[5]), bytes(r[6]), int(r[7])) for r in rows]
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """A document record committed on chain: its fields, signer, COSE bytes, block."""
+
+    record: DocumentRecord
+    signer: str
+    signed: bytes
+    height: int
 
 
 def _record(row: Iterable[Any]) -> DocumentRecord:

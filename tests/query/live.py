@@ -186,6 +186,17 @@ class LiveNode:
                 raise AssertionError(f"{batches} batches not committed in {DEADLINE_S} s")
             time.sleep(0.02)
 
+    def wait_document(self, digest: str, user: str = "audit") -> Any:
+        """The on-chain record of a document, once a block committed it."""
+        deadline = time.monotonic() + DEADLINE_S
+        while (answer := self.http("GET", f"/v1/documents/{digest}/record",
+                                   user=user)).status == 404:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"record of {digest} not committed in {DEADLINE_S} s")
+            time.sleep(0.02)
+        assert answer.status == 200, answer.body
+        return answer.json()
+
     def enrollment(self, gateway: Gateway) -> bytes:
         return tx_mod.make_enrollment(gateway.certificate, {}, int(time.time()) - 5,
                                       self.registrar.public_key, self.registrar.key.sign)

@@ -39,6 +39,7 @@ device.read       YYO YYO YYY YYY U
 violations.read   YYO YYO YYY YYY U
 credit.read       YYO YYO YYY YYY U
 customer.read     YOO YYO YYY YYY U
+customer.write    RRR RRR RRR YYY U
 document.read     YYY YYY YYY YYY U
 document.upload   RRR RRR RRR YYY U
 device.enroll     RRR RRR RRR YYY U

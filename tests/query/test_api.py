@@ -228,17 +228,33 @@ def test_document_upload_read_record_and_lapsed_verification_flag(live: LiveNode
     answer = live.http("POST", f"/v1/documents?kind=verification&meter=M-B1&valid_from_s=0"
                        f"&valid_until_s={expired}", body=data,
                        content_type="application/octet-stream", user="op")
-    assert answer.status == 201, answer.body
+    assert answer.status == 202, answer.body
     digest = answer.json()["digest"]
     assert digest == hashlib.sha256(data).hexdigest()
     assert live.http("GET", f"/v1/documents/{digest}", user="bob").body == data
-    record = live.http("GET", f"/v1/documents/{digest}/record", user="bob").json()
+    record = live.wait_document(digest, user="bob")
+    assert record["tx_hash"] == answer.json()["tx_hash"] and record["height"] >= 1
     signed = verify_record(bytes.fromhex(record["record"]), live.opened.genesis.node_keys())
     check_document(data, signed.record)
     assert (record["kind"], record["meter"], record["valid_until_s"]) == (
         "verification", "M-B1", expired)
+    block = live.http("GET", f"/v1/blocks/{record['height']}", user="audit").json()
+    assert record["tx_hash"] in {t["tx_hash"] for t in block["results"]}
+    again = live.http("POST", f"/v1/documents?kind=verification&meter=M-B1&valid_from_s=0"
+                      f"&valid_until_s={expired}", body=data,
+                      content_type="application/octet-stream", user="op")
+    assert (again.status, again.json()["error"]) == (409, "document.exists")
+    # Batches judged before the record stay as the chain judged them; later ones are flagged.
+    committed = live.committed()
+    assert live.submit(live.gateways["gw-b"].message(3)).outcome == "accepted"
+    live.wait_committed(committed + 1)
     flagged = live.http("GET", "/v1/meters/M-B1/readings", user="bob").json()
-    assert flagged and all(r["verification_lapsed"] for r in flagged)
+    assert [r["seq"] for r in flagged if r["verification_lapsed"]] == [3, 3]
+    assert all(not r["verification_lapsed"] for r in flagged if r["device_id"] != "gw-b"
+               or r["seq"] != 3)
+    violations = live.http("GET", "/v1/devices/gw-b/violations", user="bob").json()
+    assert [(v["seq"], v["meter"]) for v in violations
+            if v["code"] == "rule.verification"] == [(3, "M-B1")]
     listed = live.http("GET", "/v1/meters/M-B1/documents", user="bob").json()
     assert digest in {d["digest"] for d in listed}
     bad = live.http("POST", "/v1/documents?kind=verification&meter=M-B1&valid_from_s=5"

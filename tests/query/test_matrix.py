@@ -39,6 +39,7 @@ MATRIX: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/meters/M-A1/readings", A_SIDE),
     ("GET", "/v1/meters/M-B1/readings", (401, 403, 200, 403, 200, 200)),  # gw-b, gw-mix
     ("GET", "/v1/meters/M-A1/customer", A_SIDE),
+    ("PUT", "/v1/meters/M-A1/customer", (401, 403, 403, 403, 403, 202)),
     ("GET", "/v1/meters/M-A1/documents", ALL),
     ("GET", "/v1/devices", ALL),
     ("GET", "/v1/devices/gw-a", A_SIDE),
@@ -51,7 +52,7 @@ MATRIX: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", f"/v1/documents/{DOC_DIGEST}", ALL),
     ("GET", f"/v1/documents/{DOC_DIGEST}/record", ALL),
     ("POST", "/v1/documents?kind=verification&meter=M-A1&valid_from_s=1&valid_until_s=2",
-     (401, 403, 403, 403, 403, 201)),
+     (401, 403, 403, 403, 403, 202)),
     ("GET", "/v1/accounts", (401, 403, 403, 403, 403, 200)),
     ("POST", "/v1/accounts", (401, 403, 403, 403, 403, 201)),
     ("DELETE", "/v1/accounts/tmp-user", (401, 403, 403, 403, 403, 204)),
@@ -81,8 +82,11 @@ def _body(live: LiveNode, method: str, path: str, role: str) -> tuple[bytes | No
         return live.enrollment(live.gateway(f"gw-new-{role}", ("M-N1",))), "application/cbor"
     if path.startswith("/v1/devices/revocations"):
         return live.revocation(f"gw-gone-{role}"), "application/cbor"
-    if path.startswith("/v1/documents?"):
-        return DOC, "application/octet-stream"
+    if path.startswith("/v1/documents?"):  # a new file each time: a digest is recorded once
+        return DOC + b" " + role.encode(), "application/octet-stream"
+    if method == "PUT" and path.endswith("/customer"):
+        return json.dumps({"name": f"Alice {role}", "address": "1 Main St",
+                           "contract": "C-17"}).encode(), "application/json"
     if method == "POST" and path == "/v1/accounts":
         return json.dumps({"username": f"new-{role}", "role": "auditor",
                            "password": "a long enough password"}).encode(), "application/json"
@@ -95,7 +99,8 @@ def seeded(live: LiveNode) -> LiveNode:
     answer = live.http("POST", "/v1/documents?kind=verification&meter=M-A1&valid_from_s=1"
                        "&valid_until_s=2", body=DOC, content_type="application/octet-stream",
                        user="op")
-    assert answer.status == 201, answer.body
+    assert answer.status == 202, answer.body
+    live.wait_document(DOC_DIGEST)
     return live
 
 

@@ -1,0 +1,61 @@
+"""Class II records through the API of a real node: an operator writes a customer record,
+the salted digest goes on chain, entitled readers check the fields against it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aggregator.query.confidential import CustomerFields, check_digest
+from tests.query.live import DEADLINE_S, LiveNode
+
+FIELDS = {"name": "Bob B.", "address": "2 Side St, Flat 4", "contract": "C-42"}
+
+
+def _put(live: LiveNode, meter: str, fields: dict[str, str], user: str = "op") -> Any:
+    return live.http("PUT", f"/v1/meters/{meter}/customer", body=json.dumps(fields).encode(),
+                     user=user)
+
+
+def _wait_on_chain(live: LiveNode, meter: str, digest: str) -> Any:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        shown = live.http("GET", f"/v1/meters/{meter}/customer", user="audit").json()
+        if shown["chain"] is not None and shown["chain"]["digest"] == digest:
+            return shown
+        assert time.monotonic() < deadline, f"customer digest {digest} not on chain"
+        time.sleep(0.02)
+
+
+def test_operator_writes_a_customer_and_its_digest_goes_on_chain(live: LiveNode) -> None:
+    answer = _put(live, "M-B1", FIELDS)
+    assert answer.status == 202, answer.body
+    digest = answer.json()["digest"]
+    _wait_on_chain(live, "M-B1", digest)
+    shown = live.http("GET", "/v1/meters/M-B1/customer", user="bob").json()
+    assert shown["on_chain"] and shown["chain"]["signer"] == live.opened.node_id
+    fields = CustomerFields(shown["name"], shown["address"], shown["contract"])
+    assert check_digest(fields, bytes.fromhex(shown["salt"]),
+                        bytes.fromhex(shown["chain"]["digest"]))
+    assert live.http("GET", "/v1/meters/M-B1/customer", user="alice").status == 403
+    stored = live.api.customers.path.read_bytes()  # type: ignore[union-attr]
+    assert b"Bob B." not in stored and b"Side St" not in stored
+
+
+def test_two_quick_updates_both_reach_the_chain_in_order(live: LiveNode) -> None:
+    first = _put(live, "M-A1", {**FIELDS, "name": "Alice A."}).json()["digest"]
+    second = _put(live, "M-A1", {**FIELDS, "name": "Alice Z."}).json()["digest"]
+    assert first != second
+    shown = _wait_on_chain(live, "M-A1", second)
+    assert shown["name"] == "Alice Z." and shown["on_chain"]
+
+
+def test_customer_writes_are_for_operators_and_bounded(live: LiveNode) -> None:
+    denied = _put(live, "M-B1", FIELDS, user="bob")
+    assert (denied.status, denied.json()["error"]) == (403, "access.role")
+    assert _put(live, "M-B1", {**FIELDS, "name": "x" * 257}).status == 400
+    huge = live.http("PUT", "/v1/meters/M-B1/customer", body=b"{" + b" " * 5000 + b"}",
+                     user="op")
+    assert (huge.status, huge.json()["error"]) == (413, "http.too_large")
+    assert _put(live, "M-B1", {"name": "only a name"}).json()["error"] == "http.invalid"
