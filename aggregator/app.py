@@ -601,7 +601,9 @@ class Application:
 
     def _check_statement(self, decoded: tx.Tx) -> None:
         if decoded.kind == tx.DOCUMENT:
-            tx.open_document(decoded.body, self._signers, self._verify)
+            doc = tx.open_document(decoded.body, self._signers, self._verify)
+            if DOCUMENT_PREFIX + doc.digest.hex() in self.state.records:
+                raise RemoteProtocolError("document already on chain", DOCUMENT_EXISTS)
         elif decoded.kind == tx.CUSTOMER:
             tx.open_customer(decoded.body, self._signers, self._verify)
         else:

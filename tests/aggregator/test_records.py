@@ -173,3 +173,9 @@ def test_check_tx_of_a_valid_record_is_ok(world: World) -> None:
     assert app.check_tx(customer_tx(world), T0).ok
     request = FinalizeRequest(1, T0, (doc_tx(world),), NODE_ID)
     assert app.execute(request).results[0].code == "ok"
+
+
+def test_check_tx_refuses_a_document_already_on_chain(world: World) -> None:
+    app = world.app()
+    run_block(app, [doc_tx(world)])
+    assert app.check_tx(doc_tx(world), T0).code == "document.exists"
