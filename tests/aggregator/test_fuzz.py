@@ -11,7 +11,8 @@ from edge.portable import cbor
 from tests.aggregator.helpers import NODE_ID, T0, World
 
 # Every code check_tx or execution may give (docs/aggregator.md "Error codes").
-PREFIXES = ("ok", "cbor.", "cose.", "batch.", "cert.", "tx.", "rule.", "device.", "registry.")
+PREFIXES = ("ok", "cbor.", "cose.", "batch.", "cert.", "tx.", "rule.", "device.", "registry.",
+            "document.")
 WORLD = World()
 APP = WORLD.app()
 VALID = [
@@ -19,6 +20,9 @@ VALID = [
     WORLD.batch_tx("gw-1", 2, kcwt=False),
     WORLD.enroll_tx("gw-1", {"M1": "abb_b23"}),
     WORLD.revoke_tx("gw-2"),
+    tx.make_document(bytes(32), "verification", "M1", T0 - 10, T0 + 10, NODE_ID.encode(),
+                     WORLD.node.sign),
+    tx.make_customer("M1", bytes(32), T0, NODE_ID.encode(), WORLD.node.sign),
 ]
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
