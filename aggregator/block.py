@@ -9,7 +9,7 @@ A block is the deterministic CBOR array (RFC 8949 §4.2.1)
 and its hash is SHA-256 over the header bytes.  The header is itself the deterministic
 CBOR map
 
-    0 version      uint   1 (this format)
+    0 version      uint   1 or 2 (below)
     1 chain_id     text   from the genesis file
     2 height       uint   1 for the first block
     3 time_s       uint   Unix seconds, never below the previous block's time
@@ -20,11 +20,21 @@ CBOR map
     8 state_root   bstr   application state root after this block (`app.state_root`)
     9 violations   uint   violation records this block produced
     10 proposer    text   node id of the validator that proposed it
+    11 last_commit_hash  bstr  version 2 only: `commit_hash(last_commit)`, SHA-256 of the
+                          deterministic CBOR of the block's last commit (of `null` at
+                          height 1)
 
 so a header alone fixes everything its block did: the roots are post-execution (the
 proposer executes before it proposes, and every validator re-executes in
 process_proposal and compares).  Embedding the header as bytes means the hash is over
 exactly what was stored or received, never over a re-encoding.
+
+Versions.  A version 2 header also fixes the commit its block carries, so its hash
+covers the whole block: txs through txs_root, the last commit through
+last_commit_hash.  The BFT engine writes version 2, because its validators sign the
+block hash (below).  The solo engine writes version 1: its commit signs the header hash
+directly and nothing else needs binding.  Both versions decode, so stored chains of
+either kind read and verify unchanged.
 
 A commit is [height, block_hash, [[node id, signature], ...]]: ES256 signatures by
 validator node keys (genesis) over the deterministic CBOR of
@@ -38,10 +48,17 @@ A BFT commit (the Tendermint engine, docs/consensus.md) is a commit certificate:
 
 where each signature is the validator's precommit of `value_id` in `round`
 (`aggregator.consensus.messages.sign_bytes`, type 2, valid_round -1) and value_id is the
-consensus value id, SHA-256 of the whole encoded block (header, txs and last commit, so
-the certificate also fixes which commit the block carries).  The round is signed because
-a correct validator may precommit different values at one height in different rounds.
-The three-element form stays what it was, so solo ledgers read and verify unchanged.
+consensus value id of the block (`value_id`): for a version 2 block its hash, so a
+header and its commit prove the block without its transactions; for a version 1 block
+(chains written before version 2) SHA-256 of the whole encoded block.  The round is
+signed because a correct validator may precommit different values at one height in
+different rounds.  The three-element form stays what it was, so solo ledgers read and
+verify unchanged.
+
+`value_id` is injective over the values it accepts: a version 2 block whose body does
+not match its header (txs_root, last_commit_hash) or that is not in its deterministic
+encoding gets an id of its own bytes under another domain, which no header hashes to,
+and the BFT engine refuses it as a proposal.
 
 Limits
 ------
@@ -63,7 +80,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge.portable import cbor
 from edge.portable.batch import valid_id
@@ -79,6 +96,7 @@ __all__ = [
     "HEADER_BYTES_MAX",
     "SIGNATURES_MAX",
     "VERSION",
+    "VERSION_1",
     "Block",
     "BlockError",
     "BlockFormatError",
@@ -86,16 +104,20 @@ __all__ = [
     "Commit",
     "CommitError",
     "Header",
+    "check_body",
+    "commit_hash",
     "commit_sign_bytes",
     "decode_block",
     "decode_commit",
     "decode_header",
     "sign_commit",
     "txs_root",
+    "value_id",
     "verify_commit",
 ]
 
-VERSION = 1
+VERSION = 2          # the newest header version; what the BFT engine writes
+VERSION_1 = 1        # no last_commit_hash; what the solo engine writes
 BLOCK_TXS_MAX = 16384
 BLOCK_BYTES_MAX = 32 * 1024 * 1024
 HEADER_BYTES_MAX = 1024
@@ -105,7 +127,9 @@ COMMIT_DOMAIN = "gridledger-commit"
 
 H_VERSION, H_CHAIN, H_HEIGHT, H_TIME, H_PREV, H_TXS = 0, 1, 2, 3, 4, 5
 H_LOG_ROOT, H_LOG_SIZE, H_STATE, H_VIOLATIONS, H_PROPOSER = 6, 7, 8, 9, 10
-HEADER_KEYS = frozenset(range(11))
+H_LAST_COMMIT = 11
+HEADER_KEYS = {VERSION_1: frozenset(range(11)), VERSION: frozenset(range(12))}
+OPAQUE_DOMAIN = b"gridledger-opaque-value\x00"  # ids of values that are no proper block
 
 SignFn = Callable[[bytes], bytes]
 VerifyFn = Callable[[bytes, bytes, bytes], bool]
@@ -139,30 +163,45 @@ class Header:
     state_root: bytes
     violations: int
     proposer: str
-    version: int = VERSION
+    version: int = VERSION_1
+    last_commit_hash: bytes = b""  # version 2 only
+
+    def bound_to(self, last_commit: Commit | None) -> Header:
+        """This header as version 2, fixing `last_commit` too."""
+        return replace(self, version=VERSION, last_commit_hash=commit_hash(last_commit))
 
     def encode(self) -> bytes:
-        return cbor.encode(
-            {
-                H_VERSION: self.version,
-                H_CHAIN: self.chain_id,
-                H_HEIGHT: self.height,
-                H_TIME: self.time_s,
-                H_PREV: self.prev_hash,
-                H_TXS: self.txs_root,
-                H_LOG_ROOT: self.log_root,
-                H_LOG_SIZE: self.log_size,
-                H_STATE: self.state_root,
-                H_VIOLATIONS: self.violations,
-                H_PROPOSER: self.proposer,
-            }
-        )
+        fields = self._fields()
+        if self.version >= VERSION:
+            fields[H_LAST_COMMIT] = self.last_commit_hash
+        return cbor.encode(fields)
+
+    def _fields(self) -> dict[int, object]:
+        return {
+            H_VERSION: self.version,
+            H_CHAIN: self.chain_id,
+            H_HEIGHT: self.height,
+            H_TIME: self.time_s,
+            H_PREV: self.prev_hash,
+            H_TXS: self.txs_root,
+            H_LOG_ROOT: self.log_root,
+            H_LOG_SIZE: self.log_size,
+            H_STATE: self.state_root,
+            H_VIOLATIONS: self.violations,
+            H_PROPOSER: self.proposer,
+        }
 
     def hash(self) -> bytes:
         return hashlib.sha256(self.encode()).digest()
 
     def to_json(self) -> dict[str, object]:
         """The header for people and HTTP: hashes in hex, field names as in the table."""
+        shown = self._json_v1()
+        if self.version >= VERSION:
+            shown["last_commit_hash"] = self.last_commit_hash.hex()
+        return shown
+
+    def _json_v1(self) -> dict[str, object]:
         return {
             "version": self.version,
             "chain_id": self.chain_id,
@@ -186,7 +225,7 @@ class Commit:
     block_hash: bytes
     signatures: tuple[tuple[str, bytes], ...]
     round: int | None = None     # set for a BFT commit certificate
-    value_id: bytes = b""        # BFT: SHA-256 of the encoded block the validators signed
+    value_id: bytes = b""        # BFT: the block's value id (`value_id`) the validators signed
 
     def to_obj(self) -> list[object]:
         obj: list[object] = [self.height, self.block_hash, [[n, s] for n, s in self.signatures]]
@@ -269,13 +308,17 @@ def decode_header(raw: bytes) -> Header:
     if len(raw) > HEADER_BYTES_MAX:
         raise BlockLimitError(f"header of {len(raw)} bytes > {HEADER_BYTES_MAX}")
     try:
-        obj = cbor.decode(raw, max_depth=1, max_items=len(HEADER_KEYS))
+        obj = cbor.decode(raw, max_depth=1, max_items=len(HEADER_KEYS[VERSION]))
     except DecodeError as exc:
         raise BlockFormatError(f"header: {exc}") from None
-    if not isinstance(obj, dict) or set(obj) != HEADER_KEYS:
-        raise BlockFormatError("header must be a map with keys 0..10")
-    if obj[H_VERSION] != VERSION or isinstance(obj[H_VERSION], bool):
-        raise BlockFormatError(f"block version must be {VERSION}")
+    if not isinstance(obj, dict):
+        raise BlockFormatError("header must be a map")
+    version = obj.get(H_VERSION)
+    if version not in HEADER_KEYS or isinstance(version, bool):
+        raise BlockFormatError(f"block version must be {VERSION_1} or {VERSION}")
+    if set(obj) != HEADER_KEYS[version]:
+        raise BlockFormatError(f"a version {version} header is a map with keys "
+                               f"0..{len(HEADER_KEYS[version]) - 1}")
     return Header(
         chain_id=_text_id(obj[H_CHAIN], "chain id"),
         height=_uint(obj[H_HEIGHT], "height"),
@@ -287,6 +330,9 @@ def decode_header(raw: bytes) -> Header:
         state_root=_hash(obj[H_STATE], "state_root"),
         violations=_uint(obj[H_VIOLATIONS], "violations"),
         proposer=_text_id(obj[H_PROPOSER], "proposer"),
+        version=version,
+        last_commit_hash=(_hash(obj[H_LAST_COMMIT], "last_commit_hash")
+                          if version >= VERSION else b""),
     )
 
 
@@ -326,6 +372,45 @@ def decode_block(raw: bytes) -> Block:
     last_commit = None if commit is None else decode_commit(commit)
     header = decode_header(header_bytes)
     return Block(header, body, last_commit, header_bytes)
+
+
+# -- identities --------------------------------------------------------------------------
+
+
+def commit_hash(commit: Commit | None) -> bytes:
+    """SHA-256 of a last commit's deterministic CBOR (of `null` for none)."""
+    return hashlib.sha256(cbor.encode(None if commit is None else commit.to_obj())).digest()
+
+
+def check_body(block: Block) -> None:
+    """BlockFormatError unless a version 2 header fixes this block's txs and last commit."""
+    header = block.header
+    if header.version < VERSION:
+        return
+    if header.last_commit_hash != commit_hash(block.last_commit):
+        raise BlockFormatError("the header's last_commit_hash is not the block's last commit")
+    if header.txs_root != txs_root(block.txs):
+        raise BlockFormatError("the header's txs_root is not the block's transactions")
+
+
+def value_id(value: bytes) -> bytes:
+    """The consensus identity of an encoded block (the BFT engine's `identify`).
+
+    Version 2: the block hash, which fixes the whole block (module docstring).  Version 1:
+    SHA-256 of the value, as chains written before version 2 were signed.  Anything
+    else (not a block, not deterministic, a body its header does not fix): SHA-256 of
+    the value under OPAQUE_DOMAIN, an id no header and no version 1 block hashes to.
+    """
+    try:
+        block = decode_block(value)
+        check_body(block)
+    except BlockError:
+        return hashlib.sha256(OPAQUE_DOMAIN + value).digest()
+    if block.header.version < VERSION:
+        return hashlib.sha256(value).digest()
+    if block.encode() != value:
+        return hashlib.sha256(OPAQUE_DOMAIN + value).digest()
+    return block.hash()
 
 
 # -- commits ---------------------------------------------------------------------------

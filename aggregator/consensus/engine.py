@@ -34,11 +34,15 @@ finalized, stored with its certificate as the seen commit, and committed; receip
 as with solo; the WAL is pruned below the next height.
 
 The value of a height is the whole encoded block (header, txs and last commit), so every
-node stores the same bytes; its value id (SHA-256 of those bytes) is what precommits sign.
-`valid(height, value)` is a pure function of the chain up to height-1: the block decodes,
-names the previous block and carries its commit certificate (round and signatures of more
-than 2/3 of the power, over the previous block's value id), names a validator as
-proposer, and `app.process_proposal` re-executes it to the same roots.
+node stores the same bytes.  Its value id, what precommits sign, is the block hash: the
+engine builds version 2 headers, which fix txs and last commit (`block.value_id`, the
+core's injected identity), so a header and its commit certificate prove a block without
+its transactions.  `valid(height, value)` is a pure function of the chain up to
+height-1: the block is a version 2 block in its deterministic encoding whose header fixes
+its body, names the previous block and carries its commit certificate (round and
+signatures of more than 2/3 of the power, over the previous block's value id), names a
+validator as proposer, and `app.process_proposal` re-executes it to the same roots
+(which also refuses a time before the previous block's).
 
 Gossip and sync.  Every `gossip_s` the engine re-sends its own messages of the current
 height (`core.messages_to_resend`) and its StatusMsg.  A peer whose status is below our
@@ -56,6 +60,9 @@ Limits
                                   status flood cannot make us send blocks without bound.
     NEXT_HEIGHT_HELD_MAX    256   messages of height+1 kept until the decision.
     VERIFY_CACHE_MAX        4096  ES256 verdicts remembered (gossip re-sends the same votes).
+    IDENTITY_CACHE_MAX      16    block identities remembered by SHA-256 of the value: a
+                                  block is decoded and its txs root recomputed once, not
+                                  at each gossip re-send of its proposal.
     gossip_s                0.5   re-send period; bounded by the peer queues downstream.
     empty_block_s           1.0   an idle chain still makes a block a second, so rounds do
                                   not grow while nobody sends readings.
@@ -73,12 +80,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Protocol
 
 from edge.portable.errors import GridLedgerError
 
 from .. import block as block_mod
-from ..app import OK, Application, FinalizeRequest, Prechecked
+from ..app import OK, Application, FinalizeRequest, FinalizeResult, Prechecked
 from ..engine import (
     ACCEPTED,
     Action,
@@ -101,7 +109,6 @@ from .messages import (
     VerifyFn,
     decode_message,
     encode_message,
-    value_id,
 )
 from .validators import ValidatorSet
 from .wal import Wal
@@ -123,6 +130,7 @@ __all__ = [
 SYNC_BLOCKS_MAX = 8
 NEXT_HEIGHT_HELD_MAX = 256
 VERIFY_CACHE_MAX = 4096
+IDENTITY_CACHE_MAX = 16
 CLUSTER_TIMEOUTS = core_mod.Timeouts(
     propose_ms=2000, propose_delta_ms=1000, prevote_ms=1000, prevote_delta_ms=500,
     precommit_ms=1000, precommit_delta_ms=500)
@@ -194,6 +202,12 @@ class BftSettings:
     empty_block_s: float = 1.0
 
 
+@dataclass(frozen=True)
+class _Examined:
+    vid: bytes
+    header: block_mod.Header | None
+
+
 @dataclass
 class _Build:
     height: int
@@ -235,10 +249,12 @@ class BftEngine(SoloEngine):
         self.settings = settings or BftSettings()
         self._verify_inner = verify
         self._verified: OrderedDict[tuple[bytes, bytes, bytes], bool] = OrderedDict()
+        self._examined: OrderedDict[bytes, _Examined] = OrderedDict()
         last = store.last_block()
-        self._last_value_id = value_id(last.encode()) if last else b""
+        self._last_value_id = self._identify(last.encode()) if last else b""
         config = core_mod.Config(app.config.chain_id, signer.node_id, validators, signer.sign,
-                                 self._verify, self._valid, self.settings.timeouts)
+                                 self._verify, self._valid, self.settings.timeouts,
+                                 identify=self._identify)
         self.core = core_mod.Core.restore(config, app.state.height + 1, wal.records())
         self._timers: dict[tuple[str, int, int], int] = {}
         self._pending: _Build | None = None
@@ -358,7 +374,33 @@ class BftEngine(SoloEngine):
                 self._verified.popitem(last=False)
         return verdict
 
+    # -- identifying values -------------------------------------------------------------
+
+    def _identify(self, value: bytes) -> bytes:
+        return self._examine(value).vid
+
+    def _examine(self, value: bytes) -> _Examined:
+        """The value's id and, for a block, its header; remembered per value."""
+        key = sha256(value).digest()
+        found = self._examined.get(key)
+        if found is None:
+            vid = block_mod.value_id(value)
+            try:
+                header: block_mod.Header | None = block_mod.decode_block(value).header
+            except GridLedgerError:
+                header = None
+            found = self._examined[key] = _Examined(vid, header)
+            if len(self._examined) > IDENTITY_CACHE_MAX:
+                self._examined.popitem(last=False)
+        return found
+
     # -- building and checking values ---------------------------------------------------
+
+    def _build(self, result: FinalizeResult) -> block_mod.Block:
+        """Solo's block with a version 2 header: its hash is the value id validators sign."""
+        block = super()._build(result)
+        header = block.header.bound_to(block.last_commit)
+        return block_mod.Block(header, block.txs, block.last_commit)
 
     def _build_due_s(self) -> float | None:
         build = self._pending
@@ -388,6 +430,8 @@ class BftEngine(SoloEngine):
             block = block_mod.decode_block(value)
         except GridLedgerError:
             return False
+        if self._identify(value) != block.hash():
+            return False  # version 1, not deterministic, or a body its header does not fix
         header = block.header
         if height != self.app.state.height + 1 or header.height != height:
             return False
@@ -503,7 +547,7 @@ class BftEngine(SoloEngine):
         value = self.sync_store.block(height).encode()
         commit = (self.sync_store.block(height + 1).last_commit if height < top
                   else self.store.seen_commit(height))
-        if commit is None or commit.round is None or commit.value_id != value_id(value):
+        if commit is None or commit.round is None or commit.value_id != self._identify(value):
             return None  # not a BFT certificate (a solo ledger): nothing to prove
         cert = CommitCertificate(commit.height, commit.round, commit.value_id,
                                  commit.signatures)

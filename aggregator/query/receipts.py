@@ -16,12 +16,17 @@ device signed was committed:
      "header": hex of the committing block's header bytes (`aggregator.block`),
      "commit": {"height": 5, "block_hash": hex,
                 "signatures": [{"node_id": "node-0", "signature": hex}, ...]},
-     "block": null, or for a BFT commit hex of the whole encoded block}
+     "block": null, or hex of the whole encoded block for a version 1 block with a
+              BFT commit}
 
 A solo commit is signed over the block hash (SHA-256 of the header).  A BFT commit
-certificate (`round` and `value_id` in the commit) is made of precommits for the value
-id, SHA-256 of the whole encoded block, so its bundle carries that block: the verifier
-hashes it to the value id and finds the header in it.
+certificate (`round` and `value_id` in the commit) is made of precommits for the
+block's value id (`aggregator.block.value_id`).  For a version 2 header, what the BFT
+engine writes, the value id is the block hash: the header fixes the block's txs (txs
+root) and last commit (last_commit_hash), so the header and the commit are the whole
+proof and `block` is null.  Only a block of a BFT chain written before version 2 was
+signed as SHA-256 of the whole encoded block; its bundle carries that block, and the
+verifier hashes it to the value id and finds the header in it.
 
 `verify_receipt(bundle, trust)` runs the checks in this order; the first failure raises
 its own error, whose message says which part of the bundle broke:
@@ -29,9 +34,10 @@ its own error, whose message says which part of the bundle broke:
  1. shape: known keys only, lowercase hex, integers in range       receipt.format
  2. the header decodes and names the genesis chain                  receipt.header
  3. the commit names this header's height and hash (and for BFT,     receipt.commit
-    the block's value id and the header inside it), and validators
-    of more than 2/3 of the power signed it (each signature must
-    verify; an unknown or repeated signer fails)
+    a value id equal to that hash; for a version 1 header, of the
+    block with the header inside it), and validators of more than
+    2/3 of the power signed it (each signature must verify; an
+    unknown or repeated signer fails)
  4. the batch parses, is from `device_id` with `seq`                receipt.batch
  5. the certificate chains to the registrar and is valid at the     receipt.certificate
     block time, is for this device and lists the batch's meters
@@ -50,9 +56,10 @@ verify alike: any changed byte either fails to parse or changes a checked value.
 
 Limits
 ------
-    BUNDLE_BYTES_MAX    64 MiB + 64 KiB  a BFT bundle's block in hex (a block is at most
-                                 32 MiB); a solo bundle (a batch <= 17 KiB, 32 leaves of
-                                 64 hashes, a header, 64 signatures) stays under 64 KiB.
+    BUNDLE_BYTES_MAX    64 MiB + 64 KiB  a version 1 BFT bundle's block in hex (a block is
+                                 at most 32 MiB); any other bundle (a batch <= 17 KiB,
+                                 32 leaves of 64 hashes, a header, 64 signatures) stays
+                                 under 64 KiB.
     LEAVES_MAX          32       one leaf per meter group (batch.MAX_METERS).
 
 Errors
@@ -337,7 +344,7 @@ def _check_commit(bundle: Bundle, header: block_mod.Header, trust: Trust,
                                  f"{header.height}")
     if commit.block_hash != hashlib.sha256(bundle.header).digest():
         raise ReceiptCommitError("commit names another block hash than the header's")
-    _check_value(bundle)
+    _check_value(bundle, header)
     try:
         block_mod.verify_commit(commit, trust.chain_id, trust.validators, verify_fn)
     except GridLedgerError as exc:
@@ -346,12 +353,21 @@ def _check_commit(bundle: Bundle, header: block_mod.Header, trust: Trust,
     return signers, sum(trust.validators[node][1] for node in signers)
 
 
-def _check_value(bundle: Bundle) -> None:
-    """A BFT commit signs the value id: SHA-256 of the whole block, which holds the header."""
+def needs_block(header: block_mod.Header, commit: block_mod.Commit) -> bool:
+    """Whether a bundle must carry the whole block: a BFT commit of a version 1 header."""
+    return commit.round is not None and header.version < block_mod.VERSION
+
+
+def _check_value(bundle: Bundle, header: block_mod.Header) -> None:
+    """A BFT commit signs the value id: the block hash for a version 2 header (it fixes
+    the whole block), SHA-256 of the whole block, which holds the header, for version 1."""
     commit = bundle.commit
-    if commit.round is None:
+    if not needs_block(header, commit):
         if bundle.block is not None:
-            raise ReceiptCommitError("a solo commit comes without the block")
+            raise ReceiptCommitError("the block comes with a commit that needs only the "
+                                     "header")
+        if commit.round is not None and commit.value_id != commit.block_hash:
+            raise ReceiptCommitError("the commit's value id is not the header's hash")
         return
     if bundle.block is None or hashlib.sha256(bundle.block).digest() != commit.value_id:
         raise ReceiptCommitError("the block does not hash to the commit's value id")

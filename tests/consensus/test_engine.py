@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aggregator import block as block_mod
-from aggregator.app import Application
+from aggregator.app import Application, FinalizeRequest
 from aggregator.consensus.engine import (
     BftEngine,
     BftSettings,
@@ -25,7 +25,7 @@ from aggregator.consensus.engine import (
     StatusMsg,
     TxMsg,
 )
-from aggregator.consensus.messages import PREVOTE, sign_vote
+from aggregator.consensus.messages import PREVOTE, encode_message, sign_vote
 from aggregator.consensus.validators import ValidatorSet
 from aggregator.consensus.wal import FileWal
 from aggregator.engine import ACCEPTED, Committed, NodeSigner, Receipt, TxIn
@@ -144,6 +144,51 @@ def test_batches_at_two_nodes_commit_once_everywhere(net: Net, world: World) -> 
         assert commit is not None and commit.round is not None
 
 
+def test_blocks_are_version_2_and_validators_sign_their_hash(net: Net, world: World) -> None:
+    net.submit("node-0", world.batch_tx("dev-a", 1))
+    net.run_until(lambda: _batches(net, "node-3") == 1 and len(net.committed["node-3"]) >= 3)
+    engine = net.engines["node-3"]
+    assert engine is not None
+    for height in range(1, engine.sync_store.height + 1):
+        block = engine.sync_store.block(height)
+        assert block.header.version == block_mod.VERSION
+        assert block.header.last_commit_hash == block_mod.commit_hash(block.last_commit)
+        assert block_mod.value_id(block.encode()) == block.hash()
+        seen = engine.sync_store.seen_commit(height)
+        assert seen is not None and seen.value_id == seen.block_hash == block.hash()
+
+
+def test_a_block_must_match_its_header_to_be_a_value(net: Net) -> None:
+    proposer, _, _ = _proposal_parts(net)
+    block = _block(net, proposer, proposer, T0)
+    assert block_mod.value_id(block.encode()) == block.hash()
+    for other in (block_mod.Block(block.header, (b"tx",), block.last_commit),
+                  block_mod.Block(block.header, block.txs, block_mod.Commit(0, bytes(32), ())),
+                  block_mod.Block(block_mod.Header(**{**block.header.__dict__, "version": 1,
+                                                      "last_commit_hash": b""}),
+                                  block.txs, None)):
+        assert block_mod.value_id(other.encode()) != block.hash()
+    engine = net.engines[proposer]
+    assert engine is not None and engine._valid(1, block.encode())
+    version_1 = block_mod.Header(**{**block.header.__dict__, "version": 1,
+                                    "last_commit_hash": b""})
+    assert not engine._valid(1, block_mod.Block(version_1, block.txs, None).encode())
+
+
+def _proposal_parts(net: Net, round_: int = 0) -> tuple[str, str, list[str]]:
+    """The proposer of (1, round_), a receiver and the validators other than the proposer."""
+    proposer = net.validators.proposer(1, round_)
+    others = [n for n in IDS if n != proposer]
+    return proposer, others[0], others
+
+
+def _block(net: Net, builder: str, named: str, time_s: int) -> block_mod.Block:
+    engine = net.engines[builder]
+    assert engine is not None
+    result = engine.app.execute(FinalizeRequest(1, time_s, (), named))
+    return engine._build(result)
+
+
 def test_crashed_node_catches_up_by_sync(net: Net, world: World) -> None:
     net.crash("node-3")
     for seq in range(1, 4):
@@ -172,7 +217,6 @@ def test_forged_and_malformed_messages_are_refused(net: Net, world: World) -> No
     out = engine.step(FromPeer("node-1", ConsensusMsg(b"\xff\x00garbage")), net.now_s)
     assert [a.code for a in out if isinstance(a, Refused)] == ["consensus.message"]
     forged = sign_vote(CHAIN_ID, PREVOTE, 1, 0, None, "node-2", key(7).sign)  # wrong key
-    from aggregator.consensus.messages import encode_message
     out = engine.step(FromPeer("node-1", ConsensusMsg(encode_message(forged))), net.now_s)
     assert [a for a in out if isinstance(a, Refused)] == [
         Refused("node-1", "consensus.signature", "node-2")]  # the link's peer, the signer

@@ -1,7 +1,8 @@
 """Receipt bundles checked offline: a real node's receipts verify, every tampered field
 fails with the code of the part that broke, every changed byte fails, published RFC 9162
-vectors pass the same inclusion check, a BFT commit certificate verifies, and
-`gridledger verify` says the same on the command line."""
+vectors pass the same inclusion check, a BFT commit certificate verifies (over a version
+2 header alone, and over the whole block for a version 1 header), and `gridledger verify`
+says the same on the command line."""
 
 from __future__ import annotations
 
@@ -55,6 +56,34 @@ def with_certificate(mixed: Bundle) -> Bundle:
     bundle = copy.deepcopy(mixed)
     bundle["certificate"] = cose.parse(bytes.fromhex(mixed["batch"])).kcwt.hex()  # type: ignore[union-attr]
     return bundle
+
+
+CLUSTER_KEYS = {f"v{i}": crypto.SigningKey.from_bytes(bytes([i + 1]) * 32) for i in range(4)}
+
+
+def _cluster_trust(trust: Trust) -> Trust:
+    return Trust(trust.chain_id, trust.registrar_public_key,
+                 {n: (k.public_key(), 1) for n, k in CLUSTER_KEYS.items()})
+
+
+def _bft_commit(chain_id: str, height: int, block_hash: bytes, value_id: bytes,
+                signers: list[str], round_: int = 2) -> dict[str, Any]:
+    message = consensus_sign_bytes(chain_id, height, round_, PRECOMMIT, value_id, -1)
+    signatures = tuple((n, CLUSTER_KEYS[n].sign(message)) for n in signers)
+    return block_mod.Commit(height, block_hash, signatures, round_, value_id).to_json()
+
+
+@pytest.fixture(scope="module")
+def bft(live: LiveNode, with_certificate: Bundle, trust: Trust) -> tuple[Bundle, Trust]:
+    """The receipt as a cluster gives it: the same block with a version 2 header (it fixes
+    the last commit too) and precommits of three of four validators over its hash."""
+    height = with_certificate["commit"]["height"]
+    block = live.on_loop(lambda: live.api.reader.block(height))
+    header = block.header.bound_to(block.last_commit).encode()
+    block_hash = hashlib.sha256(header).digest()
+    commit = _bft_commit(trust.chain_id, height, block_hash, block_hash, ["v0", "v1", "v3"])
+    bundle = dict(copy.deepcopy(with_certificate), header=header.hex(), commit=commit)
+    return bundle, _cluster_trust(trust)
 
 
 def _flip_hex(text: str, at: int = -1) -> str:
@@ -123,6 +152,30 @@ TAMPERING: list[tuple[str, Callable[[Bundle], None], str]] = [
 ]
 
 
+BFT_TAMPERING: list[tuple[str, Callable[[Bundle], None], str]] = [
+    ("commit value id", _set(("commit", "value_id"), _flip_hex), "receipt.commit"),
+    ("commit round", _set(("commit", "round"), lambda v: v + 1), "receipt.commit"),
+    ("commit without round", lambda b: [b["commit"].pop(k) for k in ("round", "value_id")],
+     "receipt.commit"),
+    ("whole block added", _set(("block",), lambda v: "80"), "receipt.commit"),
+    ("header version 1", None, "receipt.commit"),  # type: ignore[list-item]
+]
+BFT_MESSAGES = {
+    "commit value id": "value id is not the header's hash",
+    "whole block added": "needs only the header",
+    "header version 1": "block does not hash to the commit's value id",
+    "commit round": "does not verify",
+}
+
+
+def _header_v1(bundle: Bundle) -> None:
+    """The same block's version 1 header: its hash no longer fixes the last commit."""
+    header = block_mod.decode_header(bytes.fromhex(bundle["header"]))
+    old = block_mod.Header(**{**header.__dict__, "version": 1, "last_commit_hash": b""})
+    bundle["header"] = old.encode().hex()
+    bundle["commit"]["block_hash"] = old.hash().hex()
+
+
 def test_a_real_receipt_verifies(with_certificate: Bundle, mixed: Bundle, trust: Trust) -> None:
     for bundle in (mixed, with_certificate):
         found = verify_receipt(json.dumps(bundle), trust, crypto.verify)
@@ -145,7 +198,39 @@ def test_each_tampered_field_fails_with_its_code(
     assert raised.value.code == code, str(raised.value)
 
 
-def test_every_changed_byte_fails(with_certificate: Bundle, trust: Trust) -> None:
+def test_a_bft_receipt_is_the_header_and_its_certificate(bft: tuple[Bundle, Trust]) -> None:
+    bundle, cluster = bft
+    assert bundle["block"] is None
+    assert len(json.dumps(bundle)) < 8 * 1024
+    verified = verify_receipt(json.dumps(bundle), cluster, crypto.verify)
+    assert verified.signers == ("v0", "v1", "v3")
+    assert verified.signed_power == 3 and verified.total_power == 4
+
+
+@pytest.mark.parametrize("name, change, code", TAMPERING + BFT_TAMPERING,
+                         ids=[t[0] for t in TAMPERING + BFT_TAMPERING])
+def test_each_tampered_field_of_a_bft_receipt_fails_with_its_code(
+    live: LiveNode, bft: tuple[Bundle, Trust], name: str,
+    change: Callable[[Bundle], None] | None, code: str,
+) -> None:
+    bundle, cluster = copy.deepcopy(bft[0]), bft[1]
+    if name == "certificate of another device":
+        bundle["certificate"] = live.gateways["gw-a"].certificate.hex()
+    elif change is None:
+        _header_v1(bundle)
+    else:
+        change(bundle)
+    with pytest.raises(ReceiptError) as raised:
+        verify_receipt(json.dumps(bundle), cluster, crypto.verify)
+    assert raised.value.code == code, str(raised.value)
+    assert BFT_MESSAGES.get(name, "") in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["solo", "bft"])
+def test_every_changed_byte_fails(with_certificate: Bundle, trust: Trust,
+                                  bft: tuple[Bundle, Trust], kind: str) -> None:
+    if kind == "bft":
+        with_certificate, trust = bft
     text = json.dumps(with_certificate, sort_keys=True, separators=(",", ":")).encode()
     verify_receipt(text, trust, crypto.verify)
     rng = random.Random(SEED)
@@ -176,22 +261,32 @@ def test_rfc9162_inclusion_vectors_pass_the_receipt_check() -> None:
 
 
 def test_a_bft_commit_certificate_needs_more_than_two_thirds(
+        bft: tuple[Bundle, Trust]) -> None:
+    bundle, cluster = bft
+    commit = bundle["commit"]
+    block_hash = bytes.fromhex(commit["block_hash"])
+    for signers in (["v0", "v1"], ["v0"], []):
+        fewer = dict(bundle, commit=_bft_commit(cluster.chain_id, commit["height"],
+                                                block_hash, block_hash, signers))
+        with pytest.raises(ReceiptError) as raised:
+            verify_receipt(json.dumps(fewer), cluster, crypto.verify)
+        assert raised.value.code == "receipt.commit", str(raised.value)
+        assert "not more than 2/3" in str(raised.value)
+
+
+def test_a_version_1_bft_receipt_carries_its_block(
         live: LiveNode, mixed: Bundle, trust: Trust) -> None:
-    """A cluster's receipt: four validators, a precommit certificate over the whole block."""
+    """A BFT chain written before version 2 headers: the precommits signed SHA-256 of the
+    whole block, so its receipt carries the block and the verifier hashes it."""
     height = mixed["commit"]["height"]
     block = live.on_loop(lambda: live.api.reader.block(height)).encode()
-    keys = {f"v{i}": crypto.SigningKey.from_bytes(bytes([i + 1]) * 32) for i in range(4)}
-    cluster = Trust(trust.chain_id, trust.registrar_public_key,
-                    {n: (k.public_key(), 1) for n, k in keys.items()})
+    cluster = _cluster_trust(trust)
     value_id = hashlib.sha256(block).digest()
-    message = consensus_sign_bytes(trust.chain_id, height, 2, PRECOMMIT, value_id, -1)
+    block_hash = bytes.fromhex(mixed["commit"]["block_hash"])
 
     def bundle(signers: list[str]) -> Bundle:
-        commit = block_mod.Commit(height, bytes.fromhex(mixed["commit"]["block_hash"]),
-                                  tuple((n, keys[n].sign(message)) for n in signers), 2,
-                                  value_id)
-        found = dict(mixed, commit=commit.to_json(), block=block.hex())
-        return found
+        commit = _bft_commit(trust.chain_id, height, block_hash, value_id, signers)
+        return dict(mixed, commit=commit, block=block.hex())
 
     verified = verify_receipt(json.dumps(bundle(["v0", "v1", "v3"])), cluster, crypto.verify)
     assert verified.signed_power == 3 and verified.total_power == 4
