@@ -263,7 +263,8 @@ class LedgerReader:
         if cose.parse(message).kcwt is None:
             certificate = self.device(device_id).certificate
         commit = self.commit(height)
-        whole = None if commit.round is None else self.block(height).encode()  # BFT signs it
+        needs_block = receipts.needs_block(view.header, commit)  # a version 1 BFT block
+        whole = self.block(height).encode() if needs_block else None
         return receipts.Bundle(self.chain_id, device_id, seq, message, certificate, leaves,
                                view.header_bytes, commit, whole)
 
