@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from aggregator import tx as tx_mod
 from aggregator.block import decode_header
 from aggregator.merkle import verify_consistency
 from aggregator.query import tablejson
@@ -238,6 +239,10 @@ def test_document_upload_read_record_and_lapsed_verification_flag(live: LiveNode
     check_document(data, signed.record)
     assert (record["kind"], record["meter"], record["valid_until_s"]) == (
         "verification", "M-B1", expired)
+    genesis = live.opened.genesis  # the check of docs/guides/resident-auditor.md
+    signers = tx_mod.record_signers(genesis.registrar_public_key, genesis.node_keys())
+    opened = tx_mod.open_document(bytes.fromhex(record["record"]), signers, crypto.verify)
+    assert opened.digest == hashlib.sha256(data).digest() and opened.signer == "node-0"
     block = live.http("GET", f"/v1/blocks/{record['height']}", user="audit").json()
     assert record["tx_hash"] in {t["tx_hash"] for t in block["results"]}
     again = live.http("POST", f"/v1/documents?kind=verification&meter=M-B1&valid_from_s=0"
