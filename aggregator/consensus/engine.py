@@ -44,6 +44,13 @@ signatures of more than 2/3 of the power, over the previous block's value id), n
 validator as proposer, and `app.process_proposal` re-executes it to the same roots
 (which also refuses a time before the previous block's).
 
+Before a proposal reaches the core, two checks that depend on the round or the clock,
+which `valid` cannot see (it is memoised per value): a fresh proposal's block must name
+the round's proposer in its header (a re-proposal, validRound >= 0, the proposer of a
+round up to validRound, where it was first proposed), and its time may be at most
+BLOCK_TIME_AHEAD_MAX_S ahead of this node's clock (`now_s`, injected).  A refused
+proposal is never stored, so this node prevotes nil when timeoutPropose fires.
+
 Gossip and sync.  Every `gossip_s` the engine re-sends its own messages of the current
 height (`core.messages_to_resend`) and its StatusMsg.  A peer whose status is below our
 height gets up to SYNC_BLOCKS_MAX decided blocks with certificates (CommitReceived at the
@@ -63,6 +70,9 @@ Limits
     IDENTITY_CACHE_MAX      16    block identities remembered by SHA-256 of the value: a
                                   block is decoded and its txs root recomputed once, not
                                   at each gossip re-send of its proposal.
+    BLOCK_TIME_AHEAD_MAX_S  30    a proposal's block time may lead our clock by this much:
+                                  clocks of NTP-synced servers differ by far less, and a
+                                  faulty proposer cannot date the chain far in the future.
     gossip_s                0.5   re-send period; bounded by the peer queues downstream.
     empty_block_s           1.0   an idle chain still makes a block a second, so rounds do
                                   not grow while nobody sends readings.
@@ -71,6 +81,8 @@ Errors: nothing here raises for remote bytes; refusals are Refused actions, nami
 peer the message came from and the validator it claims as signer, with codes
 `consensus.message`, `consensus.limit` (bad message), `consensus.signature`,
 `consensus.unknown_validator`, `consensus.not_proposer` (from the core),
+`consensus.header_proposer` (a block whose header names another proposer than the
+round's), `consensus.block_time` (a block time too far ahead of our clock),
 `consensus.equivocation` (a signer's second, conflicting message), `consensus.certificate*`
 (a sync certificate that does not decode or verify).  A synced block that is not valid is
 simply not decided.
@@ -79,7 +91,7 @@ simply not decided.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from typing import Protocol
 
@@ -131,6 +143,7 @@ SYNC_BLOCKS_MAX = 8
 NEXT_HEIGHT_HELD_MAX = 256
 VERIFY_CACHE_MAX = 4096
 IDENTITY_CACHE_MAX = 16
+BLOCK_TIME_AHEAD_MAX_S = 30
 CLUSTER_TIMEOUTS = core_mod.Timeouts(
     propose_ms=2000, propose_delta_ms=1000, prevote_ms=1000, prevote_delta_ms=500,
     precommit_ms=1000, precommit_delta_ms=500)
@@ -508,14 +521,51 @@ class BftEngine(SoloEngine):
             if message.height == self.core.height + 1 and len(self._held) < NEXT_HEIGHT_HELD_MAX:
                 self._held.append((node_id, message))
             return out
+        return self._to_core(node_id, message, now_s)
+
+    def _to_core(self, node_id: str, message: Message, now_s: float) -> list[BftAction]:
+        code = self._proposal_refusal(message, now_s)
+        if code:
+            self.bft.refused(code)
+            return [Refused(node_id, code, message.node_id)]
         return _from(node_id, self._core_step(_received(message), now_s))
+
+    def _proposal_refusal(self, message: Message, now_s: float) -> str:
+        """A refusal code for a signed proposal of this height whose block names another
+        proposer than its round's, or a time too far ahead of `now_s`; "" otherwise
+        (anything else is for the core and `valid` to judge)."""
+        if not isinstance(message, Proposal) or not self._signed_by_proposer(message):
+            return ""
+        header = self._examine(message.value).header
+        if header is None or header.height != message.height:
+            return ""
+        if message.valid_round < 0:
+            named = header.proposer == message.node_id
+        else:  # a re-proposal: first proposed in a round up to validRound
+            named = self.validators.proposed_by(header.proposer, message.height,
+                                                message.valid_round + 1)
+        if not named:
+            return "consensus.header_proposer"
+        if header.time_s > now_s + BLOCK_TIME_AHEAD_MAX_S:
+            return "consensus.block_time"
+        return ""
+
+    def _signed_by_proposer(self, proposal: Proposal) -> bool:
+        """Signed by its round's proposer (the core checks it again, from the cache)."""
+        if proposal.height != self.core.height or \
+                proposal.node_id != self.validators.proposer(proposal.height, proposal.round):
+            return False
+        key = self.validators.public_key(proposal.node_id)
+        identified = replace(proposal, vid=self._identify(proposal.value))
+        signed = identified.signed_bytes(self.app.config.chain_id)
+        return key is not None and self._verify(key, signed, proposal.signature)
 
     def _replay_held(self, now_s: float) -> list[BftAction]:
         held, self._held = self._held, []
         out: list[BftAction] = []
         for node_id, message in held:
             if message.height == self.core.height:
-                out.extend(_from(node_id, self._core_step(_received(message), now_s)))
+                out.extend(self._to_core(node_id, message, now_s))
             elif message.height == self.core.height + 1:
                 self._held.append((node_id, message))
         return out

@@ -80,6 +80,13 @@ class ValidatorSet:
     def proposer(self, height: int, round_: int) -> str:
         return self._sequence[(height + round_) % len(self._sequence)]
 
+    def proposed_by(self, node_id: str, height: int, rounds: int) -> bool:
+        """Whether `node_id` proposes one of rounds 0..rounds-1 at `height`; at most one
+        period of the sequence (total power, <= 64 000 entries) is looked at."""
+        period = len(self._sequence)
+        return any(self._sequence[(height + r) % period] == node_id
+                   for r in range(min(rounds, period)))
+
 
 def _proposer_sequence(powers: Mapping[str, int]) -> tuple[str, ...]:
     total = sum(powers.values())

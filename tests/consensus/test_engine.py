@@ -25,7 +25,7 @@ from aggregator.consensus.engine import (
     StatusMsg,
     TxMsg,
 )
-from aggregator.consensus.messages import PREVOTE, encode_message, sign_vote
+from aggregator.consensus.messages import PREVOTE, encode_message, sign_proposal, sign_vote
 from aggregator.consensus.validators import ValidatorSet
 from aggregator.consensus.wal import FileWal
 from aggregator.engine import ACCEPTED, Committed, NodeSigner, Receipt, TxIn
@@ -173,6 +173,34 @@ def test_a_block_must_match_its_header_to_be_a_value(net: Net) -> None:
     version_1 = block_mod.Header(**{**block.header.__dict__, "version": 1,
                                     "last_commit_hash": b""})
     assert not engine._valid(1, block_mod.Block(version_1, block.txs, None).encode())
+
+
+@pytest.mark.parametrize("named, valid_round, ahead_s, code", [
+    ("proposer", -1, 0, None),
+    ("other", -1, 0, "consensus.header_proposer"),
+    ("proposer", -1, 3600, "consensus.block_time"),
+    ("first", 0, 0, None),                           # a re-proposal of round 0's value
+    ("other", 0, 0, "consensus.header_proposer"),
+])
+def test_a_proposal_must_name_its_rounds_proposer_and_a_sane_time(
+        net: Net, named: str, valid_round: int, ahead_s: int, code: str | None) -> None:
+    proposer, receiver, others = _proposal_parts(net, 0 if valid_round < 0 else 1)
+    first = net.validators.proposer(1, 0)
+    header_proposer = {"proposer": proposer, "first": first,
+                       "other": next(n for n in others if n != first)}[named]
+    block = _block(net, proposer, header_proposer, int(net.now_s) + ahead_s)
+    round_ = valid_round + 1
+    proposal = sign_proposal(CHAIN_ID, 1, round_, block.encode(), valid_round, proposer,
+                             net.keys[proposer].sign, block_mod.value_id)
+    engine = net.engines[receiver]
+    assert engine is not None
+    out = engine.step(FromPeer("node-x", ConsensusMsg(encode_message(proposal))), net.now_s)
+    refused = [a for a in out if isinstance(a, Refused)]
+    assert refused == ([] if code is None else [Refused("node-x", code, proposer)])
+    counted = engine.status()["consensus"]["refused_by_code"]  # type: ignore[index]
+    assert counted == ({} if code is None else {code: 1})
+    held = engine.core.proposals_of(round_)
+    assert [p.value_id for p in held] == ([] if code else [block.hash()])
 
 
 def _proposal_parts(net: Net, round_: int = 0) -> tuple[str, str, list[str]]:
