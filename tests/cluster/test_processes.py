@@ -1,7 +1,8 @@
 """Four validator processes on loopback: load over CoAP and MQTT through two of them,
 kill -9 one node and then the proposer, restart them, cut one off through a proxy and
-heal it.  Commits go on throughout; every node ends with the same blocks; no receipted
-batch is lost or committed twice.
+heal it.  Commits go on throughout; every node ends with the same blocks, and serves
+the same hash for every height at GET /v1/blocks/{height} (an auditor account on each
+node, a token from each); no receipted batch is lost or committed twice.
 
 Every wait has a deadline; a failure names the phase and the cluster directory (each
 node's log is DIR/node-i/node.log).  The test seed (GL_SEED) picks device ids and which
@@ -32,6 +33,7 @@ from aggregator.cluster.links import read_frame
 from aggregator.consensus.engine import ConsensusMsg
 from aggregator.consensus.messages import PREVOTE, encode_message, sign_vote
 from aggregator.consensus.validators import ValidatorSet
+from aggregator.query.accounts import AccountStore
 from aggregator.store import Store
 from certs.registrar import Registrar
 from edge import crypto
@@ -39,12 +41,14 @@ from edge.portable import batch as batch_mod
 from edge.portable import receipt as receipt_mod
 from gridledger import genesis as genesis_mod
 from tests.cluster.proxy import FaultProxy
+from tests.query.conftest import CHEAP_SCRYPT
 
 SEED = int(os.environ.get("GL_SEED", random.SystemRandom().randrange(1 << 30)))
 PHASE_S = 40.0          # deadline of each phase's condition
 RESEND_S = 3.0          # a device re-sends its batch when no receipt came in this time
 DEVICES_PER_TRANSPORT = 3
 METER = "M-1"
+AUDITOR, PASSWORD = "auditor", "cluster auditor password"
 
 
 class Device:
@@ -261,6 +265,10 @@ def test_four_processes_survive_kills_and_a_cut(tmp_path: Path, cluster_dir: Pat
     rng = random.Random(SEED)
     registrar = Registrar.init(tmp_path / "ca", "test-registrar")
     described = local.create(cluster_dir, 4, tmp_path / "ca", proxied=frozenset({3}))
+    for entry in described["nodes"]:
+        accounts = AccountStore(Path(entry["dir"]), CHEAP_SCRYPT)
+        accounts.add(AUDITOR, "auditor", PASSWORD, int(time.time()))
+        accounts.close()
     try:
         asyncio.run(asyncio.wait_for(_scenario(cluster_dir, described, registrar, rng), 170))
     except BaseException:
@@ -327,10 +335,14 @@ async def _scenario(directory: Path, described: dict[str, Any], registrar: Regis
             return all(cluster.height(n["node_id"]) >= receipted_max for n in cluster.nodes)
 
         await _await_true(all_have, "every node holds every receipted block")
-        shown = await asyncio.gather(*(asyncio.to_thread(_block_hash, n, receipted_max)
-                                       for n in cluster.nodes))
-        served = [h for h in shown if h is not None]
-        assert len(set(served)) <= 1, f"GET /v1/blocks/{receipted_max} differs: {shown}"
+        await cluster.poll()
+        top = min(cluster.height(n["node_id"]) for n in cluster.nodes)
+        served = await asyncio.gather(*(asyncio.to_thread(_block_hashes, n, top)
+                                        for n in cluster.nodes))
+        for height in range(1, top + 1):
+            shown = {n["node_id"]: hashes[height - 1]
+                     for n, hashes in zip(cluster.nodes, served, strict=True)}
+            assert len(set(shown.values())) == 1, f"GET /v1/blocks/{height} differs: {shown}"
     finally:
         await load.stop()
         await proxy.shutdown()
@@ -338,7 +350,8 @@ async def _scenario(directory: Path, described: dict[str, Any], registrar: Regis
           f"{[cluster.height(n['node_id']) for n in cluster.nodes]}; killed node-{first} "
           f"and the proposer node-{proposer}; node-3 was cut off at height {behind}")
     await asyncio.to_thread(local.stop, described)
-    _check_ledgers(cluster, load)
+    chain = _check_ledgers(cluster, load)
+    assert [bytes.fromhex(h) for h in served[0]] == chain[:top], "served and stored differ"
 
 
 async def _bad_peer_input(cluster: Cluster) -> None:
@@ -389,20 +402,35 @@ async def _bad_peer_input(cluster: Cluster) -> None:
     assert '"peer": "node-3", "code": "cluster.frame"' in logged
 
 
-def _block_hash(entry: dict[str, Any], height: int) -> str | None:
-    """The hash GET /v1/blocks/{height} shows, or None where the route needs a login (the
-    query API guards it when mounted); the stored ledgers are compared in any case."""
-    url = f"http://{entry['http']}/v1/blocks/{height}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return str(json.loads(answer.read())["hash"])
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            return None
-        raise
+def _block_hashes(entry: dict[str, Any], top: int) -> list[str]:
+    """The hash GET /v1/blocks/{height} shows for heights 1..top, with a token of this
+    node's auditor account."""
+    login = {"username": AUDITOR, "password": PASSWORD}
+    token = str(_http(entry, "/v1/auth/token", None, login)["access_token"])
+    return [str(_http(entry, f"/v1/blocks/{h}", token)["hash"]) for h in range(1, top + 1)]
 
 
-def _check_ledgers(cluster: Cluster, load: Load) -> None:
+def _http(entry: dict[str, Any], path: str, token: str | None,
+          body: dict[str, str] | None = None) -> dict[str, Any]:
+    """One JSON request; a 429 (the per-account query limit) waits its Retry-After."""
+    request = urllib.request.Request(
+        f"http://{entry['http']}{path}", data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json",
+                 **({"Authorization": f"Bearer {token}"} if token else {})})
+    for _ in range(20):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                found: dict[str, Any] = json.loads(answer.read())
+                return found
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429:
+                raise
+            time.sleep(float(exc.headers.get("Retry-After", "1")))
+    raise AssertionError(f"{entry['node_id']}: {path} still rate limited")
+
+
+def _check_ledgers(cluster: Cluster, load: Load) -> list[bytes]:
+    """Every ledger re-verifies and the chains agree; node-0's chain of block hashes."""
     members = {n: (k, 1) for n, k in cluster.node_keys.items()}
     chains: list[list[bytes]] = []
     committed: dict[tuple[str, int], int] = {}
@@ -429,3 +457,4 @@ def _check_ledgers(cluster: Cluster, load: Load) -> None:
             if (d.device_id, seq) not in committed]
     assert not lost, f"receipted batches missing from the ledger: {lost}"
     assert load.receipted() >= 10
+    return chains[0]
