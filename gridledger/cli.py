@@ -23,6 +23,8 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("aggregator.cli", "aggregator", "aggregator node: genesis, ledger"),
     ("aggregator.cluster.cli", "cluster", "a BFT cluster of nodes on loopback: up, status, down"),
     ("aggregator.query.cli", "accounts", "accounts of the query API: add, list, remove"),
+    ("aggregator.query.customers_cli", "customers",
+     "class II customer records: set (digest on chain), show"),
     ("aggregator.query.verify_cli", "verify", "check a reading's receipt offline against genesis"),
 )
 

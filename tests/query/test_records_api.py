@@ -59,3 +59,28 @@ def test_customer_writes_are_for_operators_and_bounded(live: LiveNode) -> None:
                      user="op")
     assert (huge.status, huge.json()["error"]) == (413, "http.too_large")
     assert _put(live, "M-B1", {"name": "only a name"}).json()["error"] == "http.invalid"
+
+
+def test_customers_cli_sets_on_chain_and_shows(live: LiveNode, capsys: Any,
+                                               monkeypatch: Any) -> None:
+    import io
+
+    from gridledger.cli import main
+
+    common = ["--data-dir", str(live.data_dir), "--customer-keys", str(live.key_file),
+              "--meter", "M-C1"]
+    fields = json.dumps({"name": "Carol C.", "address": "3 Hill Rd", "contract": "C-99"})
+    monkeypatch.setattr("sys.stdin", io.StringIO(fields))
+    status = main(["customers", "set", *common, "--node", f"http://127.0.0.1:{live.port}"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "Carol" not in out + err  # the fields are not echoed
+    digest = out.split("digest ")[1].split()[0]
+    _wait_on_chain(live, "M-C1", digest)
+    assert main(["customers", "show", *common]) == 0
+    shown = capsys.readouterr().out
+    assert "Carol C." in shown and f"chain digest  {digest}" in shown
+    assert "on chain      yes" in shown
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"name": "only"}'))
+    assert main(["customers", "set", *common, "--node", "http://127.0.0.1:9"]) == 2
+    assert "confidential.invalid" in capsys.readouterr().err
