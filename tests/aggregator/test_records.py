@@ -179,3 +179,25 @@ def test_check_tx_refuses_a_document_already_on_chain(world: World) -> None:
     app = world.app()
     run_block(app, [doc_tx(world)])
     assert app.check_tx(doc_tx(world), T0).code == "document.exists"
+
+
+def test_an_altered_record_row_makes_the_store_refuse_to_open(world: World,
+                                                              tmp_path: Path) -> None:
+    import sqlite3
+
+    from aggregator import fastcbor
+    from aggregator.store import StoreCorruptError
+    from tests.aggregator.helpers import open_store
+
+    path = tmp_path / "ledger.sqlite"
+    engine = stored_engine(path, world)
+    assert engine.submit(customer_tx(world), T0).status != REJECTED
+    engine.handle_timeout(T0 + 5)
+    engine.store.close()  # type: ignore[attr-defined]
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE record SET data = ? WHERE key = 'customer/M1'",
+                 (fastcbor.encode([bytes(32), "node-0", T0, bytes(32)]),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreCorruptError):
+        open_store(path, world)
