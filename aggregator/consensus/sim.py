@@ -25,7 +25,9 @@ Fault model, active from the start until `heal_ms` (then the network is synchron
     allows, to show different nodes polkas for different values).
 
 Checks after every step (a failure raises InvariantViolation naming the seed):
-  - agreement: no two honest replicas decide different values at a height;
+  - agreement: no two honest replicas decide different values at a height (neither
+    different value ids nor different bytes under one id, which an injected identity
+    that is not injective would allow);
   - certificates: every decided value comes with a certificate that verifies against the
     validator set alone, for that height and value id;
   - validity: every decided value satisfies the application's predicate;
@@ -36,7 +38,8 @@ Checks after every step (a failure raises InvariantViolation naming the seed):
     `heights_after_heal` of them within `liveness_ms`.
 
 Each replica has its own application object with `build`, `valid`, `invalid` and
-`commit` (see `SimApp`), made by the `app_factory` given to `Simulation`; it survives the
+`commit` (see `SimApp`), made by the `app_factory` given to `Simulation`, and the cores
+identify values with the `identify` given to it (SHA-256 by default); it survives the
 replica's crashes as a durable store would.  The default makes blocks of fake
 transactions.  Swapping in another application means passing another factory.
 
@@ -90,6 +93,7 @@ from .messages import (
     PRECOMMIT,
     PREVOTE,
     ConsensusMessageError,
+    IdentifyFn,
     Message,
     Proposal,
     Vote,
@@ -228,9 +232,11 @@ class Result:
 
 class Simulation:
     def __init__(self, config: SimConfig, app_factory: Callable[[str], SimApp] | None = None,
-                 trace: Callable[[str], None] | None = None) -> None:
+                 trace: Callable[[str], None] | None = None,
+                 identify: IdentifyFn = value_id) -> None:
         config.check()
         self.cfg = config
+        self.identify = identify
         self.rng = random.Random(config.seed)
         self.trace = trace
         self.replicas = [self._replica(i) for i in range(config.nodes)]
@@ -246,6 +252,7 @@ class Simulation:
         self.digest = hashlib.sha256()
         self.verified: dict[tuple[bytes, bytes, bytes], bool] = {}
         self.decided: dict[int, bytes] = {}
+        self.decided_values: dict[int, bytes] = {}
         self.signed: dict[tuple[str, int, int, int], bytes | None] = {}
         self.groups: list[set[str]] | None = None
         self.heal_height = 0
@@ -320,7 +327,8 @@ class Simulation:
 
     def _config(self, replica: Replica) -> Config:
         return Config(CHAIN_ID, replica.node_id, self.validators, replica.key.sign,
-                      self._verify, self.apps[replica.node_id].valid, self.cfg.timeouts)
+                      self._verify, self.apps[replica.node_id].valid, self.cfg.timeouts,
+                      self.identify)
 
     def _verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         key = (public_key, message, signature)
@@ -396,11 +404,14 @@ class Simulation:
         raise InvariantViolation(f"seed {self.cfg.seed} at {self.now_ms} ms: {what}")
 
     def _check_decision(self, replica: Replica, decide: Decide) -> None:
-        height, vid = decide.height, value_id(decide.value)
+        height, vid = decide.height, self.identify(decide.value)
         if height != len(replica.decided) + 1:
             self._fail(f"{replica.node_id} decided height {height} out of order")
         if self.decided.setdefault(height, vid) != vid:
             self._fail(f"agreement: {replica.node_id} decided another value at {height}")
+        if self.decided_values.setdefault(height, decide.value) != decide.value:
+            self._fail(f"agreement: {replica.node_id} decided other bytes under the same "
+                       f"value id at {height}")
         cert = decode_certificate(decide.certificate.encode())
         if (cert.height, cert.value_id) != (height, vid):
             self._fail(f"certificate of height {height} names another height or value")
@@ -555,11 +566,11 @@ class Simulation:
     def _forged_commit(self, replica: Replica, height: int) -> tuple[object, ...]:
         """A decided value that was never decided: one signature repeated, or too few."""
         value = self.apps[replica.node_id].build(height, self.rng)
-        vote = sign_vote(CHAIN_ID, PRECOMMIT, height, 0, value_id(value), replica.node_id,
-                         replica.key.sign)
+        vid = self.identify(value)
+        vote = sign_vote(CHAIN_ID, PRECOMMIT, height, 0, vid, replica.node_id, replica.key.sign)
         copies = self.rng.choice([1, len(self.replicas)])
         signatures = tuple([(vote.node_id, vote.signature)] * copies)
-        return ("commit", value, CommitCertificate(height, 0, value_id(value), signatures).encode())
+        return ("commit", value, CommitCertificate(height, 0, vid, signatures).encode())
 
     def _byzantine_broadcast(self, replica: Replica, message: Message) -> None:
         peers = [r for r in self.replicas if r is not replica]
@@ -594,7 +605,7 @@ class Simulation:
         other = app.build(p.height, self.rng) if mode == "equivocate" else \
             app.invalid(p.height, self.rng)
         forged = sign_proposal(CHAIN_ID, p.height, p.round, other, p.valid_round,
-                               replica.node_id, replica.key.sign)
+                               replica.node_id, replica.key.sign, self.identify)
         return [forged] if mode == "invalid" else [p, forged]
 
     def _bad_votes(self, replica: Replica, v: Vote) -> list[Message | None]:

@@ -6,6 +6,7 @@ Each seed is its own test case, so a failure names it; the message carries the s
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -87,6 +88,55 @@ class ChainApp:
 @pytest.mark.parametrize("seed", range(1, 6))
 def test_a_stateful_application_swaps_in(seed: int) -> None:
     simulation = Simulation(SimConfig(seed), app_factory=ChainApp)
+    assert simulation.run().liveness == "checked"
+    chains = [app.chain for app in simulation.apps.values()]  # type: ignore[attr-defined]
+    shortest = min(len(c) for c in chains)
+    assert len({tuple(c[:shortest]) for c in chains}) == 1
+
+
+OPAQUE = b"opaque\x00"
+
+
+def header_identity(value: bytes) -> bytes:
+    """A value [header, body] is identified by SHA-256 of its header when the header
+    fixes the body (as a ledger block by its header hash), else by its bytes under
+    another domain."""
+    try:
+        obj = cbor.decode(value)
+        header = cbor.decode(obj[0])
+        if header[2] == hashlib.sha256(obj[1]).digest() and cbor.encode(obj) == value:
+            return hashlib.sha256(obj[0]).digest()
+    except (DecodeError, TypeError, IndexError, KeyError):
+        pass
+    return hashlib.sha256(OPAQUE + value).digest()
+
+
+class HeaderApp(ChainApp):
+    """Blocks [header, body], header = [height, predecessor's id, SHA-256(body)]; a
+    Byzantine proposer's invalid block reuses a good header with another body."""
+
+    def _tip(self) -> bytes:
+        return header_identity(self.chain[-1]) if self.chain else bytes(32)
+
+    def build(self, height: int, rng: random.Random) -> bytes:
+        body = rng.randbytes(8)
+        header = cbor.encode([height, self._tip(), hashlib.sha256(body).digest()])
+        return cbor.encode([header, body])
+
+    def valid(self, height: int, value: bytes) -> bool:
+        if header_identity(value) == hashlib.sha256(OPAQUE + value).digest():
+            return False
+        header = cbor.decode(cbor.decode(value)[0])
+        return isinstance(header, list) and header[:2] == [height, self._tip()]
+
+    def invalid(self, height: int, rng: random.Random) -> bytes:
+        header = cbor.decode(self.build(height, rng))[0]
+        return cbor.encode([header, rng.randbytes(8)])  # the header does not fix this body
+
+
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_an_injected_identity_holds_under_byzantine_proposers(seed: int) -> None:
+    simulation = Simulation(SimConfig(seed), app_factory=HeaderApp, identify=header_identity)
     assert simulation.run().liveness == "checked"
     chains = [app.chain for app in simulation.apps.values()]  # type: ignore[attr-defined]
     shortest = min(len(c) for c in chains)
