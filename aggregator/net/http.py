@@ -14,10 +14,12 @@ worker thread, but the node (its engine, mempool and SQLite connection) belongs 
 event loop, and a block being cut must never be read half-way.  On the loop a handler
 runs between two steps of the block task, never during one.
 
-POST /v1/registry takes one registry transaction (`application/cbor`, an enrollment or
-revocation the registrar signed, as `aggregator.tx` encodes it and `gridledger certs
-enroll/revoke --node` sends it): 202 when admitted to the mempool, the rejection code
-otherwise.  The registrar's signature is its authority, so the route needs no login.
+POST /v1/registry takes one registry transaction (`application/cbor`, as `aggregator.tx`
+encodes it: an enrollment or revocation the registrar signed, which `gridledger certs
+enroll/revoke --node` sends, or a document or customer record a validator or the
+registrar signed, which `gridledger customers set` sends): 202 when admitted to the
+mempool, the rejection code otherwise.  The signature is its authority, so the route
+needs no login.
 
 Errors are JSON `{"error": code, "detail": text}`:
 

@@ -618,6 +618,7 @@ def _meter_routes(app: FastAPI, api: QueryApi) -> None:
                                   format: Format = "json") -> Response:
         """Class III records (calibration, verification) of one meter."""
         api.allow(principal, Action.DOCUMENT_READ, Resource.meter(meter))
+        api.index.catch_up()
         rows = tuple((d.record.digest.hex(), d.record.kind, d.record.meter,
                       d.record.valid_from_s, d.record.valid_until_s, d.signer, d.height)
                      for d in api.index.documents_of_meter(meter))

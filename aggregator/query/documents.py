@@ -20,10 +20,10 @@ file in the store, fsync, rename, fsync of the directory), so a crash leaves eit
 file or the whole file, never a truncated one under a valid name.  `put_stream` takes an
 upload in chunks, hashing while writing, so a 16 MiB upload is never held in memory.
 
-`verification_expired(record, now_s)` is the pure rule the ledger applies: a reading of
-a meter is flagged when the verification certificate it relies on is past valid_until.
-`verification_lapsed(records, meter, now_s)` applies it to all records of a meter, so a
-renewed certificate supersedes the expired one.
+`verification_expired(record, now_s)` says whether one verification certificate is past
+valid_until; `verification_lapsed(records, meter, now_s)` applies it to all records of a
+meter, so a renewed certificate supersedes the expired one.  The chain's own rule over
+the on-chain records is `aggregator.rules.check_verification`, with the same meaning.
 The SHA-256 digest replaces the MD5 of the platform paper, which is no longer collision
 resistant.
 
@@ -194,7 +194,8 @@ def record_for(data: bytes, kind: str, meter: str, valid_from_s: int,
 
 
 def sign_record(record: DocumentRecord, signer_id: str, sign: SignFn) -> bytes:
-    """The COSE_Sign1 a later transaction puts on chain."""
+    """The COSE_Sign1 a document transaction (`aggregator.tx`, kind 4) carries; the
+    chain accepts it when `signer_id` is a validator of the genesis."""
     if ID_PATTERN.fullmatch(signer_id) is None:
         raise DocumentRecordError(f"signer id {signer_id!r}: 1..64 of [A-Za-z0-9._:-]")
     return cose.sign1(record.payload(), signer_id.encode(), sign)
