@@ -84,3 +84,33 @@ def test_customers_cli_sets_on_chain_and_shows(live: LiveNode, capsys: Any,
     monkeypatch.setattr("sys.stdin", io.StringIO('{"name": "only"}'))
     assert main(["customers", "set", *common, "--node", "http://127.0.0.1:9"]) == 2
     assert "confidential.invalid" in capsys.readouterr().err
+
+
+def test_forged_records_over_http_are_refused_and_counted(live: LiveNode) -> None:
+    import hashlib
+
+    from aggregator import tx as tx_mod
+    from edge import crypto
+
+    stranger = crypto.SigningKey.from_bytes(hashlib.sha256(b"not a validator").digest())
+    node_key = crypto.read_private_key(live.data_dir / "node.key")
+    genuine = tx_mod.make_customer("M-F1", bytes(32), int(time.time()), b"node-0",
+                                   node_key.sign)
+    forged = bytearray(genuine)
+    forged[-1] ^= 1
+    cases = {
+        "tx.signature": bytes(forged),
+        "tx.signer": tx_mod.make_customer("M-F1", bytes(32), int(time.time()), b"node-9",
+                                          stranger.sign),
+        "tx.statement": tx_mod.encode(tx_mod.DOCUMENT, tx_mod.decode(genuine).body),
+    }
+    before = live.on_loop(lambda: live.node.status()["rejects_by_code"])
+    for code, raw in cases.items():
+        answer = live.http("POST", "/v1/registry", body=raw, content_type="application/cbor")
+        assert (answer.status, answer.json()["error"]) == (400, code)
+    after = live.on_loop(lambda: live.node.status()["rejects_by_code"])
+    for code in cases:
+        assert after.get(code, 0) == before.get(code, 0) + 1
+    through_api = live.http("POST", "/v1/devices/enrollments", body=genuine,
+                            content_type="application/cbor", user="op")
+    assert (through_api.status, through_api.json()["error"]) == (400, "query.tx_kind")
