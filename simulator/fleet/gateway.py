@@ -144,8 +144,11 @@ class GatewayCore:
         return min(times)
 
     def stop_reading(self) -> None:
-        """The run is over: make no more batches, drain what is queued."""
+        """The run is over: make no more batches, drain what is queued.  An offline fault
+        still running ends now, or the drain would wait for it."""
         self.reading = False
+        if self.online_at_s is not None:
+            self.online_at_s = 0.0
 
     def idle(self) -> bool:
         return self.outbox.store.depth() == 0 and not self.pending_probes
@@ -179,6 +182,10 @@ class GatewayCore:
             if message is None:
                 self.sender.forget(seq)
                 continue
+            if self.clone and seq not in self.sender.in_flight:
+                # Counted when it leaves, not when made: under a backlog the original's
+                # late commit receipt for this seq can settle it before it is ever sent.
+                self.log.seq(seq).probes[faults_mod.CLONE] += 1
             self.sender.sent(seq, now_s)
             out.append(Send(self.device_id, seq, message, faults_mod.CLONE if self.clone
                             else GENUINE))
@@ -196,9 +203,7 @@ class GatewayCore:
             return None
         self.made_at[seq] = now_s
         entry = self.log.seq(seq)
-        if self.clone:
-            entry.probes[faults_mod.CLONE] += 1
-        else:
+        if not self.clone:  # a clone's batch counts as a probe once it is sent (`_due`)
             entry.genuine += 1
         message = self.outbox.store.get(seq)
         assert message is not None
