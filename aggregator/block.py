@@ -393,16 +393,17 @@ def check_body(block: Block) -> None:
         raise BlockFormatError("the header's txs_root is not the block's transactions")
 
 
-def value_id(value: bytes) -> bytes:
+def value_id(value: bytes, decoded: Block | None = None) -> bytes:
     """The consensus identity of an encoded block (the BFT engine's `identify`).
 
     Version 2: the block hash, which fixes the whole block (module docstring).  Version 1:
     SHA-256 of the value, as chains written before version 2 were signed.  Anything
     else (not a block, not deterministic, a body its header does not fix): SHA-256 of
     the value under OPAQUE_DOMAIN, an id no header and no version 1 block hashes to.
+    `decoded`, when given, is `decode_block(value)`, so that it is not decoded twice.
     """
     try:
-        block = decode_block(value)
+        block = decoded if decoded is not None else decode_block(value)
         check_body(block)
     except BlockError:
         return hashlib.sha256(OPAQUE_DOMAIN + value).digest()

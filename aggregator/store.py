@@ -31,7 +31,8 @@ Tables (blobs are deterministic CBOR unless said otherwise):
 `Store.open` re-verifies everything before the node may serve: each block decodes, its
 stored hash is SHA-256 of its header, heights run 1..n, prev_hash links to the previous
 block (the genesis hash for block 1), the txs root matches the body, time never goes
-back, each last_commit names the previous block and carries > 2/3 of the validator power;
+back, each last_commit names the previous block and carries > 2/3 of the validator power
+(a BFT certificate signs the previous block's value id, `block.value_id`);
 every reading's leaf hash is the stored level-0 node, each header's log root and size
 are the Merkle tree's at that size, and the device rows give the last header's state
 root.  Any mismatch raises StoreCorruptError (store.corrupt) naming the height: one
@@ -50,6 +51,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -317,30 +319,33 @@ class Store:
     ) -> list[block_mod.Header]:
         headers: list[block_mod.Header] = []
         prev_hash = self.genesis_hash
+        prev: _Stored | None = None
         rows = self._conn.execute("SELECT height, hash, data FROM block ORDER BY height")
         for height, stored_hash, data in rows:
             try:
                 block = block_mod.decode_block(bytes(data))
                 _check_block(block, height, bytes(stored_hash), prev_hash, headers, chain_id)
                 _check_commit(block.last_commit, height - 1, prev_hash, chain_id, validators,
-                              verify_fn)
+                              verify_fn, prev)
             except GridLedgerError as exc:
                 raise StoreCorruptError(f"block {height}: [{exc.code}] {exc}") from None
             headers.append(block.header)
-            prev_hash = bytes(stored_hash)
+            prev_hash, prev = bytes(stored_hash), _Stored(block, bytes(data))
         if headers:
-            self._verify_seen_commit(len(headers), prev_hash, chain_id, validators, verify_fn)
+            self._verify_seen_commit(len(headers), prev_hash, chain_id, validators, verify_fn,
+                                     prev)
         return headers
 
     def _verify_seen_commit(
         self, height: int, block_hash: bytes, chain_id: str,
         validators: Mapping[str, tuple[bytes, int]], verify_fn: VerifyFn,
+        stored: _Stored | None,
     ) -> None:
         try:
             commit = self.seen_commit(height)
             if commit is None:
                 raise StoreCorruptError("no commit for the newest block")
-            _check_commit(commit, height, block_hash, chain_id, validators, verify_fn)
+            _check_commit(commit, height, block_hash, chain_id, validators, verify_fn, stored)
         except GridLedgerError as exc:
             raise StoreCorruptError(f"seen commit {height}: [{exc.code}] {exc}") from None
 
@@ -392,6 +397,14 @@ def _check_block(
         raise StoreCorruptError("time or log size goes backwards")
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """A stored block, decoded and as bytes: what a BFT commit's value id is checked on."""
+
+    block: block_mod.Block
+    data: bytes
+
+
 def _check_commit(
     commit: block_mod.Commit | None,
     height: int,
@@ -399,6 +412,7 @@ def _check_commit(
     chain_id: str,
     validators: Mapping[str, tuple[bytes, int]],
     verify_fn: VerifyFn,
+    stored: _Stored | None = None,
 ) -> None:
     if height == 0:
         if commit is not None:
@@ -406,4 +420,7 @@ def _check_commit(
         return
     if commit is None or commit.height != height or commit.block_hash != block_hash:
         raise StoreCorruptError(f"commit does not name block {height}")
+    if commit.round is not None and stored is not None and \
+            commit.value_id != block_mod.value_id(stored.data, stored.block):
+        raise StoreCorruptError(f"the certificate of block {height} signs another value")
     block_mod.verify_commit(commit, chain_id, validators, verify_fn)

@@ -397,11 +397,12 @@ class BftEngine(SoloEngine):
         key = sha256(value).digest()
         found = self._examined.get(key)
         if found is None:
-            vid = block_mod.value_id(value)
             try:
-                header: block_mod.Header | None = block_mod.decode_block(value).header
+                block: block_mod.Block | None = block_mod.decode_block(value)
             except GridLedgerError:
-                header = None
+                block = None
+            vid = block_mod.value_id(value, block)
+            header = None if block is None else block.header
             found = self._examined[key] = _Examined(vid, header)
             if len(self._examined) > IDENTITY_CACHE_MAX:
                 self._examined.popitem(last=False)

@@ -7,8 +7,10 @@ deadline, so nothing sleeps.  Restarting an engine reopens its store and WAL.
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,9 @@ from aggregator.consensus.messages import PREVOTE, encode_message, sign_proposal
 from aggregator.consensus.validators import ValidatorSet
 from aggregator.consensus.wal import FileWal
 from aggregator.engine import ACCEPTED, Committed, NodeSigner, Receipt, TxIn
-from aggregator.store import Store
+from aggregator.store import Store, StoreCorruptError
 from edge import crypto
+from edge.portable import cbor
 from tests.aggregator.helpers import CHAIN_ID, GENESIS_HASH, T0, World, key
 
 N = 4
@@ -237,6 +240,39 @@ def test_the_store_reopens_with_bft_commits(net: Net, world: World, tmp_path: Pa
     net.boot("node-1")  # Store.open re-verifies every block and BFT certificate
     engine = net.engines["node-1"]
     assert engine is not None and engine.app.state.batches == 1
+
+
+def test_a_chain_rewritten_under_its_certificates_does_not_reopen(
+        net: Net, tmp_path: Path) -> None:
+    """Block 1 changed and every later block re-linked to it, keeping the precommit
+    signatures: each link and hash checks out, but the certificate of block 1 signs the
+    value id of the block that was decided."""
+    net.run_until(lambda: len(net.committed["node-1"]) >= 3)
+    net.crash("node-1")
+    path = tmp_path / "node-1" / "ledger.sqlite"
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT height, data FROM block ORDER BY height").fetchall()
+    prev_hash = GENESIS_HASH
+    for height, data in rows:
+        block = block_mod.decode_block(bytes(data))
+        commit = block.last_commit
+        if commit is not None:
+            commit = replace(commit, block_hash=prev_hash)
+        header = replace(block.header, prev_hash=prev_hash,
+                         violations=block.header.violations + (height == 1))
+        changed = block_mod.Block(header.bound_to(commit), block.txs, commit)
+        conn.execute("UPDATE block SET hash = ?, data = ? WHERE height = ?",
+                     (changed.hash(), changed.encode(), height))
+        prev_hash = changed.hash()
+    top, seen = conn.execute("SELECT height, data FROM seen_commit WHERE height = ?",
+                             (len(rows),)).fetchone()
+    relinked = replace(block_mod.decode_commit(cbor.decode(bytes(seen))), block_hash=prev_hash)
+    conn.execute("UPDATE seen_commit SET data = ? WHERE height = ?", (relinked.encode(), top))
+    conn.commit()
+    conn.close()
+    members = {n: (k.public_key(), 1) for n, k in net.keys.items()}
+    with pytest.raises(StoreCorruptError, match=r"block 2: .*certificate of block 1 signs"):
+        Store.open(path, CHAIN_ID, GENESIS_HASH, members, crypto.verify)
 
 
 def test_forged_and_malformed_messages_are_refused(net: Net, world: World) -> None:
