@@ -264,7 +264,7 @@ class BftEngine(SoloEngine):
         self._verified: OrderedDict[tuple[bytes, bytes, bytes], bool] = OrderedDict()
         self._examined: OrderedDict[bytes, _Examined] = OrderedDict()
         last = store.last_block()
-        self._last_value_id = self._identify(last.encode()) if last else b""
+        self._last_value_id = _stored_id(last, last.encode()) if last else b""
         config = core_mod.Config(app.config.chain_id, signer.node_id, validators, signer.sign,
                                  self._verify, self._valid, self.settings.timeouts,
                                  identify=self._identify)
@@ -595,10 +595,11 @@ class BftEngine(SoloEngine):
         return out
 
     def _certified(self, height: int, top: int) -> tuple[bytes, bytes] | None:
-        value = self.sync_store.block(height).encode()
+        block = self.sync_store.block(height)
+        value = block.encode()
         commit = (self.sync_store.block(height + 1).last_commit if height < top
                   else self.store.seen_commit(height))
-        if commit is None or commit.round is None or commit.value_id != self._identify(value):
+        if commit is None or commit.round is None or commit.value_id != _stored_id(block, value):
             return None  # not a BFT certificate (a solo ledger): nothing to prove
         cert = CommitCertificate(commit.height, commit.round, commit.value_id,
                                  commit.signatures)
@@ -609,6 +610,14 @@ class BftEngine(SoloEngine):
                                 for m in self.core.messages_to_resend()]
         out.append(Send(None, StatusMsg(self.core.height)))
         return out
+
+
+def _stored_id(block: block_mod.Block, value: bytes) -> bytes:
+    """The value id of a block from our store, without recomputing its txs root: it was
+    valid when decided (or passed Store.open's checks), so its header fixes its body."""
+    if block.header.version >= block_mod.VERSION:
+        return block.hash()
+    return sha256(value).digest()
 
 
 def _from(peer: str, actions: list[BftAction]) -> list[BftAction]:
