@@ -381,6 +381,9 @@ class ReadingIndex:
 
     def __init__(self, data_dir: Path, reader: LedgerReader) -> None:
         self._db = open_private_sqlite(data_dir / INDEX_FILE)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(document)")}
+        if "stored_at_s" in columns:  # records an older node kept off chain: not evidence
+            self._db.execute("DROP TABLE document")
         self._db.executescript(_INDEX_SCHEMA)
         self._reader = reader
 

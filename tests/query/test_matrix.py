@@ -39,7 +39,7 @@ MATRIX: list[tuple[str, str, tuple[int, ...]]] = [
     ("GET", "/v1/meters/M-A1/readings", A_SIDE),
     ("GET", "/v1/meters/M-B1/readings", (401, 403, 200, 403, 200, 200)),  # gw-b, gw-mix
     ("GET", "/v1/meters/M-A1/customer", A_SIDE),
-    ("PUT", "/v1/meters/M-A1/customer", (401, 403, 403, 403, 403, 202)),
+    ("PUT", "/v1/meters/M-W1/customer", (401, 403, 403, 403, 403, 202)),
     ("GET", "/v1/meters/M-A1/documents", ALL),
     ("GET", "/v1/devices", ALL),
     ("GET", "/v1/devices/gw-a", A_SIDE),

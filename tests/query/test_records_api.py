@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from aggregator.query.confidential import CustomerFields, check_digest
-from tests.query.live import DEADLINE_S, LiveNode
+from tests.query.live import DEADLINE_S, PASSWORD, LiveNode
 
 FIELDS = {"name": "Bob B.", "address": "2 Side St, Flat 4", "contract": "C-42"}
 
@@ -28,37 +28,45 @@ def _wait_on_chain(live: LiveNode, meter: str, digest: str) -> Any:
         time.sleep(0.02)
 
 
+def _resident(live: LiveNode, username: str, meter: str) -> None:
+    """A resident of a meter of its own, so these tests leave the fixture's meters alone."""
+    if username not in live.tokens:
+        live.on_loop(lambda: live.api.accounts.add(username, "resident", PASSWORD, 0,
+                                                   (meter,), ()))
+
+
 def test_operator_writes_a_customer_and_its_digest_goes_on_chain(live: LiveNode) -> None:
-    answer = _put(live, "M-B1", FIELDS)
+    _resident(live, "rita", "M-R1")
+    answer = _put(live, "M-R1", FIELDS)
     assert answer.status == 202, answer.body
     digest = answer.json()["digest"]
-    _wait_on_chain(live, "M-B1", digest)
-    shown = live.http("GET", "/v1/meters/M-B1/customer", user="bob").json()
+    _wait_on_chain(live, "M-R1", digest)
+    shown = live.http("GET", "/v1/meters/M-R1/customer", user="rita").json()
     assert shown["on_chain"] and shown["chain"]["signer"] == live.opened.node_id
     fields = CustomerFields(shown["name"], shown["address"], shown["contract"])
     assert check_digest(fields, bytes.fromhex(shown["salt"]),
                         bytes.fromhex(shown["chain"]["digest"]))
-    assert live.http("GET", "/v1/meters/M-B1/customer", user="alice").status == 403
+    assert live.http("GET", "/v1/meters/M-R1/customer", user="alice").status == 403
     stored = live.api.customers.path.read_bytes()  # type: ignore[union-attr]
     assert b"Bob B." not in stored and b"Side St" not in stored
 
 
 def test_two_quick_updates_both_reach_the_chain_in_order(live: LiveNode) -> None:
-    first = _put(live, "M-A1", {**FIELDS, "name": "Alice A."}).json()["digest"]
-    second = _put(live, "M-A1", {**FIELDS, "name": "Alice Z."}).json()["digest"]
+    first = _put(live, "M-Q1", {**FIELDS, "name": "Quinn A."}).json()["digest"]
+    second = _put(live, "M-Q1", {**FIELDS, "name": "Quinn Z."}).json()["digest"]
     assert first != second
-    shown = _wait_on_chain(live, "M-A1", second)
-    assert shown["name"] == "Alice Z." and shown["on_chain"]
+    shown = _wait_on_chain(live, "M-Q1", second)
+    assert shown["name"] == "Quinn Z." and shown["on_chain"]
 
 
 def test_customer_writes_are_for_operators_and_bounded(live: LiveNode) -> None:
     denied = _put(live, "M-B1", FIELDS, user="bob")
     assert (denied.status, denied.json()["error"]) == (403, "access.role")
-    assert _put(live, "M-B1", {**FIELDS, "name": "x" * 257}).status == 400
-    huge = live.http("PUT", "/v1/meters/M-B1/customer", body=b"{" + b" " * 5000 + b"}",
+    assert _put(live, "M-P1", {**FIELDS, "name": "x" * 257}).status == 400
+    huge = live.http("PUT", "/v1/meters/M-P1/customer", body=b"{" + b" " * 5000 + b"}",
                      user="op")
     assert (huge.status, huge.json()["error"]) == (413, "http.too_large")
-    assert _put(live, "M-B1", {"name": "only a name"}).json()["error"] == "http.invalid"
+    assert _put(live, "M-P1", {"name": "only a name"}).json()["error"] == "http.invalid"
 
 
 def test_customers_cli_sets_on_chain_and_shows(live: LiveNode, capsys: Any,
@@ -114,3 +122,21 @@ def test_forged_records_over_http_are_refused_and_counted(live: LiveNode) -> Non
     through_api = live.http("POST", "/v1/devices/enrollments", body=genuine,
                             content_type="application/cbor", user="op")
     assert (through_api.status, through_api.json()["error"]) == (400, "query.tx_kind")
+
+
+def test_an_index_with_off_chain_document_rows_drops_them(tmp_path: Any) -> None:
+    from aggregator.query.ledger import INDEX_FILE, ReadingIndex
+    from gridledger.files import open_private_sqlite
+
+    old = open_private_sqlite(tmp_path / INDEX_FILE)
+    old.execute("CREATE TABLE document (digest TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+                "meter TEXT NOT NULL, valid_from_s INTEGER NOT NULL, valid_until_s INTEGER "
+                "NOT NULL, signer TEXT NOT NULL, record BLOB NOT NULL, stored_at_s INTEGER "
+                "NOT NULL)")
+    old.execute("INSERT INTO document VALUES ('00', 'verification', 'M1', 0, 1, 'n', x'', 5)")
+    old.close()
+    index = ReadingIndex(tmp_path, None)  # type: ignore[arg-type]
+    try:
+        assert index.documents_of_meter("M1") == []
+    finally:
+        index.close()
