@@ -31,7 +31,7 @@ def _add_add(commands: SubParsers) -> None:
         help="create an account (password on standard input)",
         description="Create an account of the query API. The password is read from standard "
         "input: typed twice without echo on a terminal, or the first line of a pipe.",
-        epilog="example: printf '%%s\\n' \"$PW\" | gridledger accounts add --data-dir data "
+        epilog="example: printf '%s\\n' \"$PW\" | gridledger accounts add --data-dir data "
         "--username alice --role resident --meter SDM630-17",
     )
     p.add_argument("--data-dir", required=True, type=Path, help="node data directory")
