@@ -289,8 +289,9 @@ class Fleet:
         scheduler = asyncio.get_running_loop().create_task(self._scheduler())
         try:
             await self._run_for(out)
-            for core in self.cores:
+            for index, core in enumerate(self.cores):
                 core.stop_reading()
+                self._schedule(index)  # an offline fault just ended: its deadline moved
             out.line("draining: no more readings, waiting for every receipt")
             await self._drain(out)
         finally:
@@ -342,7 +343,9 @@ class Fleet:
     def unfired_faults(self) -> Counter[str]:
         out: Counter[str] = Counter()
         for core in self.cores:
-            if core.fault is not None and core.fault_at_s is not None and not core.clone:
+            armed = "tamper-armed" in core.fired  # fired, but no batch was made after it
+            if core.fault is not None and not core.clone and (core.fault_at_s is not None
+                                                                or armed):
                 out[core.fault.kind] += 1
         return out
 
