@@ -50,6 +50,8 @@ TRANSIENT_CODES = ("mempool.duplicate", "mempool.full", "net.busy", "net.timeout
 QUEUE_LIMIT = 10_000
 ACK_TIMEOUT_S = 10.0
 RESEND_MAX_S = 60.0
+# A rollback batch is sent at most this many times, ACK_TIMEOUT_S apart.
+PROBE_TRIES_MAX = 6
 
 
 class Meter(Protocol):
@@ -119,6 +121,10 @@ class GatewayCore:
         self.kept: tuple[int, bytes] | None = None  # the first batch, for the replay fault
         self.fired: list[str] = []
         self.pending_probes: set[int] = set()
+        # A rollback batch goes again, as a real gateway keeps it queued, until the
+        # node's verdict: in a cluster the node it reaches may not have executed the
+        # commit yet, and then holds the seq as a pending duplicate without a receipt.
+        self.probe_retries: dict[int, tuple[Send, float, int]] = {}
 
     # -- schedule ----------------------------------------------------------------------
 
@@ -133,6 +139,7 @@ class GatewayCore:
         # end does.
         times = [self.online_at_s if self.online_at_s is not None
                  else self.sender.next_deadline()]
+        times.extend(due_s for _, due_s, _ in self.probe_retries.values())
         if self.reading:
             times.extend((self.next_read_s, self.next_burst_s))
             if self.fault_at_s is not None and not self.clone:
@@ -173,6 +180,20 @@ class GatewayCore:
             if probe is not None:
                 out.append(probe)
         out.extend(self._due(now_s))
+        out.extend(self._probes_due(now_s))
+        return out
+
+    def _probes_due(self, now_s: float) -> list[Send]:
+        out = []
+        for seq, (probe, due_s, tries) in list(self.probe_retries.items()):
+            if due_s > now_s:
+                continue
+            if tries >= PROBE_TRIES_MAX:
+                del self.probe_retries[seq]  # the reconciliation reports its silence
+                self.pending_probes.discard(seq)
+                continue
+            self.probe_retries[seq] = (probe, now_s + ACK_TIMEOUT_S, tries + 1)
+            out.append(probe)
         return out
 
     def _due(self, now_s: float) -> list[Send]:
@@ -260,8 +281,10 @@ class GatewayCore:
         item = batch_mod.Batch(self.device_id, seq, device_s, True, groups)
         self.log.seq(seq).probes[faults_mod.ROLLBACK] += 1
         self.pending_probes.add(seq)
-        return Send(self.device_id, seq, batch_mod.sign(item, self.identity.key.sign),
-                    faults_mod.ROLLBACK)
+        probe = Send(self.device_id, seq, batch_mod.sign(item, self.identity.key.sign),
+                     faults_mod.ROLLBACK)
+        self.probe_retries[seq] = (probe, now_s + ACK_TIMEOUT_S, 1)
+        return probe
 
     # -- answers and receipts ----------------------------------------------------------
 
@@ -273,6 +296,7 @@ class GatewayCore:
         if send.kind != GENUINE:
             entry.answers[code] += 1
             self.pending_probes.discard(send.seq)
+            self.probe_retries.pop(send.seq, None)
         if send.kind in (GENUINE, faults_mod.CLONE) and self.outbox.store.delete(send.seq):
             self.sender.forget(send.seq)
             self.made_at.pop(send.seq, None)
@@ -291,6 +315,7 @@ class GatewayCore:
         for entry in entries:
             if not entry.committed:
                 self.pending_probes.discard(entry.seq)
+                self.probe_retries.pop(entry.seq, None)
         return latencies
 
 

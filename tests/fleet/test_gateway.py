@@ -99,6 +99,10 @@ def test_rollback_signs_a_used_seq_and_needs_a_rule_replay_to_reconcile(
     assert not core.idle()  # waits for the node's verdict
     report = reconcile({core.device_id: core.log})
     assert not report.clean and "rule.replay" in report.problems[0]
+    retry_s = probe_time(core) + 0.001
+    later = core.handle_timeout(retry_s)  # no verdict yet: it goes again
+    assert [s.message for s in later if s.kind == faults.ROLLBACK] == [probe.message]
+    commit(core, later, 99, retry_s)
     data = receipt_mod.sign(NODE_ID, core.device_id, [receipt_mod.rejected(probe.seq,
                             "rule.replay")], NODE_KEY.sign)
     entries = receipt_mod.verify(data, node_keys(), crypto.verify)[2]
@@ -106,6 +110,10 @@ def test_rollback_signs_a_used_seq_and_needs_a_rule_replay_to_reconcile(
     core.settle(data, entries, NOW_S + 50)
     assert core.idle()
     assert reconcile({core.device_id: core.log}).clean
+
+
+def probe_time(core: GatewayCore) -> float:
+    return min(due_s for _, due_s, _ in core.probe_retries.values())
 
 
 def test_replay_resends_the_first_batch_byte_for_byte(
