@@ -131,9 +131,11 @@ class Fleet:
         self.plan = faults_mod.plan(faults_mod.parse(config.faults), len(identities),
                                     config.interval_s, model_duration_s, self.rng)
         self.started_s = time.time()
-        timing = Timing(self.started_s, config.interval_s, config.speed,
-                        self._model_start(model_duration_s))
         recording = replay.load(config.replay) if config.replay else None
+        # A recording plays from its first row; batch times stay the device's clock.
+        model_start_s = recording.start_s if recording is not None else \
+            self._model_start(model_duration_s)
+        timing = Timing(self.started_s, config.interval_s, config.speed, model_start_s)
         meter_index = 0
         for n, identity in enumerate(identities):
             meters = self._meters(identity, meter_index, timing.model_start_s, recording)
