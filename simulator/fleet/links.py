@@ -5,10 +5,8 @@ ten thousand TCP connections from one process would measure the simulator's sock
 handling rather than the system).  Each connection publishes QoS 1 to
 gl/v1/{device}/up for its gateways, one message at a time in queue order, so a
 gateway's tampered copy goes out before its genuine batch.  The first connection also
-subscribes to gl/v1/+/ack and hands every receipt to `on_receipt`; with several
-brokers (a cluster whose nodes each run one) a link subscribes to the ack topics of
-its own gateways only, so a receipt crosses each broker once, not once per broker.
-MQTT 5 first, 3.1.1 when the broker refuses it (the node's embedded broker).  A lost connection is
+subscribes to gl/v1/+/ack and hands every receipt to `on_receipt`.  MQTT 5 first, 3.1.1
+when the broker refuses it (the node's embedded broker).  A lost connection is
 reconnected after RECONNECT_S; what was being published is sent again by the gateway's
 own resend timer.
 
@@ -48,8 +46,6 @@ KEEPALIVE_S = 30
 # hundreds of gateways.
 MQTT_INFLIGHT_MAX = 1000
 COAP_INFLIGHT_MAX = 256
-# Topics in one SUBSCRIBE when a link takes only its own gateways' receipts.
-SUBSCRIBE_TOPICS_MAX = 100
 COAP_CONTENT_FORMAT = 18
 ACK_POLL_FIRST_S = 0.1
 ACK_POLL_MAX_S = 2.0
@@ -68,9 +64,8 @@ def coap_base(url: str) -> str:
 
 class MqttLink:
     def __init__(self, url: str, connections: int, on_receipt: ReceiptFn,
-                 client_prefix: str, devices: list[str] | None = None) -> None:
+                 client_prefix: str) -> None:
         self.host, self.port = parse_url(url)
-        self.devices = devices  # None: every device's receipts (gl/v1/+/ack)
         self.on_receipt = on_receipt
         self.client_prefix = client_prefix
         self.queues: list[asyncio.Queue[Send]] = [asyncio.Queue() for _ in range(connections)]
@@ -119,7 +114,7 @@ class MqttLink:
         async with client:
             receiver = None
             if index == 0:
-                await self._subscribe(client)
+                await client.subscribe("gl/v1/+/ack", qos=1)
                 receiver = asyncio.get_running_loop().create_task(self._receive(client))
                 self.subscribed.set()
             try:
@@ -128,14 +123,6 @@ class MqttLink:
                 if receiver is not None:
                     receiver.cancel()
                     await asyncio.wait([receiver])
-
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
-        if self.devices is None:
-            await client.subscribe("gl/v1/+/ack", qos=1)
-            return
-        topics = [(f"gl/v1/{d}/ack", 1) for d in self.devices]
-        for start in range(0, len(topics), SUBSCRIBE_TOPICS_MAX):
-            await client.subscribe(topics[start:start + SUBSCRIBE_TOPICS_MAX])
 
     async def _publish(self, client: aiomqtt.Client, queue: asyncio.Queue[Send],
                        receiver: asyncio.Task[None] | None) -> None:

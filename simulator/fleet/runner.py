@@ -305,13 +305,9 @@ class Fleet:
         return reconcile(self.logs)
 
     async def _start_links(self) -> None:
-        urls = self.config.mqtt_urls
-        for n, url in enumerate(urls):
+        for n, url in enumerate(self.config.mqtt_urls):
             prefix = f"gl-fleet-{os.getpid()}-{self.config.seed}-{n}"
-            mine = None if len(urls) == 1 else sorted({
-                core.device_id for i, core in enumerate(self.cores)
-                if self.transport[i] == "mqtt" and self.device_numbers[i] % len(urls) == n})
-            link = MqttLink(url, self.config.mqtt_connections, self.on_receipt, prefix, mine)
+            link = MqttLink(url, self.config.mqtt_connections, self.on_receipt, prefix)
             await link.start()
             self.mqtt.append(link)
         if self.config.coap_urls:
