@@ -30,8 +30,13 @@ Broadcast: Send(None, ConsensusMsg).  ScheduleTimeout: kept in a table, fed back
 TimeoutFired once `now` passes it.  BuildValue: remembered; the block is built when the
 mempool has a due block (solo's rule: full, or `timeout_s` after the oldest tx) or after
 `empty_block_s` with an empty mempool, then fed back as ValueReady.  Decide: the block is
-finalized, stored with its certificate as the seen commit, and committed; receipts go out
-as with solo; the WAL is pruned below the next height.
+finalized, stored with its certificate as the seen commit, and committed; the WAL is
+pruned below the next height.  Receipts are signed by the validator the device sent to,
+not by all of them: `submit` (the node's own transports) notes (device, seq), gossip
+does not, and a decided block receipts only the noted txs.  Every validator signing and
+publishing every receipt would cost n signatures and n deliveries a batch for one
+useful answer; a device whose node dies before the commit re-sends, and any node
+answers a committed batch sent again with a fresh receipt.
 
 The value of a height is the whole encoded block (header, txs and last commit), so every
 node stores the same bytes.  Its value id, what precommits sign, is the block hash: the
@@ -76,6 +81,9 @@ Limits
     gossip_s                0.5   re-send period; bounded by the peer queues downstream.
     empty_block_s           1.0   an idle chain still makes a block a second, so rounds do
                                   not grow while nobody sends readings.
+    LOCAL_TXS_MAX           mempool_txs_max  (device, seq) noted for a receipt; the
+                                  oldest is forgotten first (its device re-sends and is
+                                  answered from the committed chain).
 
 Errors: nothing here raises for remote bytes; refusals are Refused actions, naming the
 peer the message came from and the validator it claims as signer, with codes
@@ -101,6 +109,7 @@ from .. import block as block_mod
 from ..app import OK, Application, FinalizeRequest, FinalizeResult, Prechecked
 from ..engine import (
     ACCEPTED,
+    DUPLICATE_PENDING,
     Action,
     Answer,
     Committed,
@@ -275,6 +284,7 @@ class BftEngine(SoloEngine):
         self._held: list[tuple[str, Message]] = []
         self._served_s: dict[str, float] = {}
         self._outgoing: list[BftAction] = []
+        self._local: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.bft = BftCounters()
 
     # -- the engine interface ---------------------------------------------------------
@@ -326,7 +336,24 @@ class BftEngine(SoloEngine):
         sub = super().submit(raw, now_s, prechecked)
         if sub.status == ACCEPTED and sub.code == OK:
             self._outgoing.append(Send(None, TxMsg(raw)))
+        if sub.device_id and sub.receipt is None and sub.status in (ACCEPTED, DUPLICATE_PENDING):
+            self._note_local(sub.device_id, sub.seq)
         return sub
+
+    def _note_local(self, device_id: str, seq: int) -> None:
+        """This node's transports took (device, seq): its block will owe them a receipt."""
+        self._local[(device_id, seq)] = None
+        self._local.move_to_end((device_id, seq))
+        while len(self._local) > self.limits.mempool_txs_max:
+            self._local.popitem(last=False)
+
+    def _receipts(self, result: FinalizeResult) -> list[Action]:
+        """Solo's receipts, for the txs this node's own transports took."""
+        keys = {(r.device_id, r.seq) for r in result.results} & self._local.keys()
+        for key in keys:
+            del self._local[key]
+        mine = tuple(r for r in result.results if (r.device_id, r.seq) in keys)
+        return super()._receipts(replace(result, results=mine)) if mine else []
 
     def take_outgoing(self) -> list[BftAction]:
         out, self._outgoing = self._outgoing, []

@@ -34,6 +34,7 @@ from aggregator.engine import ACCEPTED, Committed, NodeSigner, Receipt, TxIn
 from aggregator.store import Store, StoreCorruptError
 from edge import crypto
 from edge.portable import cbor
+from edge.portable import receipt as receipt_mod
 from tests.aggregator.helpers import CHAIN_ID, GENESIS_HASH, T0, World, key
 
 N = 4
@@ -52,6 +53,7 @@ class Net:
         self.down: set[str] = set()
         self.committed: dict[str, list[bytes]] = {n: [] for n in IDS}
         self.receipts: list[Receipt] = []
+        self.receipts_by: dict[str, list[Receipt]] = {n: [] for n in IDS}
         self.refused: list[Refused] = []
         for node_id in IDS:
             self.boot(node_id)
@@ -87,6 +89,7 @@ class Net:
                 self.committed[node_id].append(action.block.hash())
             elif isinstance(action, Receipt):
                 self.receipts.append(action)
+                self.receipts_by[node_id].append(action)
             elif isinstance(action, Refused):
                 self.refused.append(action)
 
@@ -145,6 +148,35 @@ def test_batches_at_two_nodes_commit_once_everywhere(net: Net, world: World) -> 
     for height in range(1, engine.sync_store.height + 1):
         commit = engine.sync_store.seen_commit(height)
         assert commit is not None and commit.round is not None
+
+
+def _receipted(receipts: list[Receipt], keys: dict[str, bytes]) -> set[tuple[str, int, str]]:
+    found = set()
+    for item in receipts:
+        _, device_id, entries = receipt_mod.verify(item.data, keys, crypto.verify)
+        found |= {(device_id, e.seq, e.status) for e in entries}
+    return found
+
+
+def test_the_node_a_device_sent_to_signs_its_receipt(net: Net, world: World) -> None:
+    """One receipt a batch, from the validator that took it: gossip earns none."""
+    keys = {n: k.public_key() for n, k in net.keys.items()}
+    for seq in (1, 2):
+        assert net.submit("node-0", world.batch_tx("dev-a", seq)) == ACCEPTED
+        assert net.submit("node-2", world.batch_tx("dev-b", seq)) == ACCEPTED
+    net.run_until(lambda: all(_batches(net, n) == 4 for n in IDS))
+    net.run_until(lambda: len(_receipted(net.receipts_by["node-2"], keys)) == 2)
+    assert _receipted(net.receipts_by["node-0"], keys) == {
+        ("dev-a", 1, "committed"), ("dev-a", 2, "committed")}
+    assert _receipted(net.receipts_by["node-2"], keys) == {
+        ("dev-b", 1, "committed"), ("dev-b", 2, "committed")}
+    assert net.receipts_by["node-1"] == net.receipts_by["node-3"] == []
+    # the device lost node-0's receipt and asks node-3: answered at once, from the chain
+    engine = net.engines["node-3"]
+    assert engine is not None
+    again = engine.submit(world.batch_tx("dev-a", 2), net.now_s)
+    assert again.receipt is not None
+    assert _receipted([Receipt("dev-a", again.receipt)], keys) == {("dev-a", 2, "committed")}
 
 
 def test_blocks_are_version_2_and_validators_sign_their_hash(net: Net, world: World) -> None:
