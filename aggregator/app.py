@@ -176,8 +176,13 @@ class Device:
     registers: tuple[tuple[str, str, int | float], ...] = ()
     batches: int = 0
     violations: tuple[tuple[str, int], ...] = ()
+    seen_mask: int = rules.SEEN_ALL
+    """Which of the SEQ_WINDOW seqs below last_seq are committed (`rules.next_window`)."""
 
     def to_obj(self) -> list[object]:
+        """The record as CBOR data; the mask only when some seq below last_seq is still
+        open, so a device whose batches came in order has the record it always had."""
+        mask = [] if self.seen_mask == rules.SEEN_ALL else [self.seen_mask]
         return [
             self.device_id,
             self.certificate,
@@ -191,17 +196,20 @@ class Device:
             [list(r) for r in self.registers],
             self.batches,
             [list(v) for v in self.violations],
+            *mask,
         ]
 
     @classmethod
     def from_obj(cls, obj: object) -> Device:
-        if not isinstance(obj, list) or len(obj) != 12:
-            raise LocalProtocolError("device record must be a 12-item array", "state.format")
-        d, cert, meters, profiles, revoked, rtime, seq, last, height, regs, batches, viol = obj
+        if not isinstance(obj, list) or len(obj) not in (12, 13):
+            raise LocalProtocolError("device record must be a 12- or 13-item array",
+                                     "state.format")
+        d, cert, meters, profiles, revoked, rtime, seq, last, height, regs, batches, viol = obj[:12]
+        mask = obj[12] if len(obj) == 13 else rules.SEEN_ALL
         return cls(
             d, cert, tuple(meters), tuple((m, p) for m, p in profiles), revoked, rtime, seq,
             last, height, tuple((m, o, v) for m, o, v in regs), batches,
-            tuple((c, n) for c, n in viol),
+            tuple((c, n) for c, n in viol), mask,
         )
 
     @cached_property
@@ -568,7 +576,8 @@ class Application:
         revoked_id = device.device_id if device and device.revoked else None
         batch = self._verified(decoded.body, certificate, revoked_id, now_s).batch
         head = CheckResult(OK, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
-        if device is not None and batch.seq <= device.last_seq:
+        last_seq = None if device is None or device.last_seq < 0 else device.last_seq
+        if device is not None and rules.check_replay(last_seq, batch, device.seen_mask):
             self._verified_cache.pop(body_hash, None)  # it will not reach a block
             same = device.last_batch_hash == body_hash
             return replace(head, code=rules.DUPLICATE if same else rules.REPLAY)
@@ -753,30 +762,29 @@ class Application:
     ) -> TxResult:
         last_seq = None if device.last_seq < 0 else device.last_seq
         body_hash = _sha256(decoded.body)
-        replay = rules.check_replay(last_seq, batch)
+        replay = rules.check_replay(last_seq, batch, device.seen_mask)
         if replay is not None:
             if batch.seq == device.last_seq and body_hash == device.last_batch_hash:
                 return replace(result, code=rules.DUPLICATE)
             draft.put(replace(device, violations=_count(device.violations, [replay])))
             return self._reject(draft, replace(result, code=rules.REPLAY, violations=(replay,)))
-        registers = rules.next_registers(device.register_map(), batch)
+        late = last_seq is not None and batch.seq < last_seq
+        registers = (device.register_map() if late
+                     else rules.next_registers(device.register_map(), batch))
         if len(registers) > REGISTERS_MAX:
             return self._reject(draft, replace(result, code=TOO_MANY_REGISTERS))
-        found = self._rule_violations(device, batch, last_seq, time_s)
+        seen_mask, missing = rules.next_window(last_seq, device.seen_mask, batch.seq)
+        found = self._rule_violations(device, batch, missing, late, time_s)
         found += rules.check_verification(draft.periods, batch) if draft.periods else ()
         first_leaf = draft.log.size + len(draft.leaves)
         for group in batch.meters:
             draft.leaves.append(leaf_bytes(batch.device_id, batch.seq, group.meter_id, body_hash))
             draft.leaf_keys.append((batch.device_id, batch.seq, group.meter_id))
-        draft.put(replace(
-            device,
-            last_seq=batch.seq,
-            last_batch_hash=body_hash,
-            last_height=draft.height,
-            registers=_register_rows(registers),
-            batches=device.batches + 1,
-            violations=_count(device.violations, found),
-        ))
+        if not late:  # the newest batch: its seq, hash, height and registers are on record
+            device = replace(device, last_seq=batch.seq, last_batch_hash=body_hash,
+                             last_height=draft.height, registers=_register_rows(registers))
+        draft.put(replace(device, seen_mask=seen_mask, batches=device.batches + 1,
+                          violations=_count(device.violations, found)))
         draft.batches += 1
         draft.readings += len(batch.meters)
         draft.violations += len(found)
@@ -784,13 +792,15 @@ class Application:
                        violations=tuple(found))
 
     def _rule_violations(
-        self, device: Device, batch: batch_mod.Batch, last_seq: int | None, time_s: int
+        self, device: Device, batch: batch_mod.Batch, missing: int, late: bool, time_s: int
     ) -> list[rules.Violation]:
+        """The rules that flag a committed batch; a late batch is older than the
+        registers on record, so it is not judged against them."""
         limits = {m: self.config.profiles.get(p, {}) for m, p in device.profiles}
-        gap = rules.check_gap(last_seq, batch)
+        gap = rules.check_gap(missing, batch)
         return [
             *([gap] if gap else []),
-            *rules.check_backwards(device.register_map(), batch),
+            *([] if late else rules.check_backwards(device.register_map(), batch)),
             *rules.check_plausibility(limits, batch),
             *rules.check_skew(batch, time_s),
         ]

@@ -5,11 +5,24 @@ Theory of operation
 The application runs these at execution (`finalize_block`) on a batch whose signature,
 certificate and enrollment have already been checked, in this fixed order:
 
-    check_replay       seq at or below the last committed seq: the batch is REJECTED
-                       (not committed) with code rule.replay; a byte-identical copy of
-                       the last committed batch is a retry, rejected as rule.duplicate
-                       without a violation (delivery is at-least-once).
-    check_gap          seq more than one above the last: readings are missing between.
+    check_replay       seq already committed, or older than the window: the batch is
+                       REJECTED (not committed) with code rule.replay; a byte-identical
+                       copy of the last committed batch is a retry, rejected as
+                       rule.duplicate without a violation (delivery is at-least-once).
+    check_gap          seqs that left the window without arriving: readings are missing.
+
+Sequence window (the anti-replay window of IPsec, RFC 4303 §3.4.3).  A device's batches
+need not arrive in seq order: a gateway keeps up to 64 in flight, CoAP datagrams and
+MQTT shared subscriptions reorder them, and in a cluster they reach different
+validators.  So each device keeps its highest committed seq and a SEQ_WINDOW-bit mask of
+which of the seqs just below it were committed.  A seq above the highest moves the
+window up; a seq inside the window that is not yet marked is a late batch, committed
+like any other (it does not move the window, and its registers, being older, neither
+replace the newer ones nor count as running backwards); a marked seq, or one below the
+window, is a replay.  A seq is missing (rule.gap) only when the window moves past it
+unmarked: until then it may still arrive.  Gateways number batches from 1, so the first
+batch of a device opens its window with the seqs from 1 below it still open: a device's
+first batches may arrive in any order too.
     check_backwards    an energy or volume register (a SenML sum, unit J or m3) below the
                        value last committed for the same meter and OBIS code.
     check_plausibility a value outside [min, max] of the meter's profile quantity
@@ -42,7 +55,9 @@ backwards 20, a replay 10, an implausible value 5, clock skew 2, a gap 1 (gaps a
 the network's fault).  Rejections for bad signatures or unknown devices do not count:
 anyone can forge a device id, so they are not the device's doing.
 
-Limits: a batch yields at most one violation per rule and meter (≤ 2 × 32 + 3), because
+Limits: SEQ_WINDOW = 64 seqs, the most batches a gateway keeps in flight
+(receipt.MAX_ENTRIES), so reordering among them never reads as a replay.  A batch
+yields at most one violation per rule and meter (≤ 2 × 32 + 3), because
 batch.MAX_METERS bounds the groups; the detail text is at most DETAIL_CHARS_MAX.
 """
 
@@ -61,6 +76,8 @@ __all__ = [
     "GAP",
     "PLAUSIBILITY",
     "REPLAY",
+    "SEEN_ALL",
+    "SEQ_WINDOW",
     "SKEW",
     "SKEW_AHEAD_S",
     "SKEW_BEHIND_S",
@@ -77,6 +94,7 @@ __all__ = [
     "check_verification",
     "credit_score",
     "next_registers",
+    "next_window",
 ]
 
 REPLAY = "rule.replay"
@@ -94,6 +112,8 @@ SKEW_AHEAD_S = 300
 # sent_at; a week covers a long outage, older than that is suspicious.
 SKEW_BEHIND_S = 7 * 86400
 DETAIL_CHARS_MAX = 96
+SEQ_WINDOW = 64
+SEEN_ALL = (1 << SEQ_WINDOW) - 1
 CREDIT_MAX = 1000
 WEIGHTS: Mapping[str, int] = {BACKWARDS: 20, REPLAY: 10, PLAUSIBILITY: 5, SKEW: 2, GAP: 1}
 
@@ -125,19 +145,42 @@ def _violation(
     return Violation(code, batch.device_id, batch.seq, meter_id, obis, detail[:DETAIL_CHARS_MAX])
 
 
-def check_replay(last_seq: int | None, batch: Batch) -> Violation | None:
-    """Seq must be above the last committed one."""
+def check_replay(last_seq: int | None, batch: Batch, seen_mask: int = SEEN_ALL
+                 ) -> Violation | None:
+    """Seq must be above the last committed one, or a late one inside the window: bit
+    i of `seen_mask` says whether seq last_seq - 1 - i was committed."""
     if last_seq is None or batch.seq > last_seq:
         return None
-    return _violation(REPLAY, batch, f"seq {batch.seq} <= last committed {last_seq}")
-
-
-def check_gap(last_seq: int | None, batch: Batch) -> Violation | None:
-    """Seq should follow the last committed one; the detail counts the missing batches."""
-    if last_seq is None or batch.seq <= last_seq + 1:
+    back = last_seq - batch.seq
+    if 0 < back <= SEQ_WINDOW and not (seen_mask >> (back - 1)) & 1:
         return None
-    missing = batch.seq - last_seq - 1
-    return _violation(GAP, batch, f"{missing} batches missing after seq {last_seq}")
+    return _violation(REPLAY, batch, f"seq {batch.seq} committed already or below the "
+                      f"window of {last_seq}")
+
+
+def next_window(last_seq: int | None, seen_mask: int, seq: int) -> tuple[int, int]:
+    """(the mask once `seq` is committed, how many seqs left the window unmarked).
+
+    For a seq above `last_seq` the window moves up by the difference; `last_seq` itself
+    was committed, the seqs skipped over were not.  For a late seq its bit is set."""
+    if last_seq is None:  # a device's first batch: seqs from 1 below it may still come
+        still_open = min(SEQ_WINDOW, max(0, seq - 1))
+        return SEEN_ALL & ~((1 << still_open) - 1), 0
+    if seq < last_seq:
+        return seen_mask | (1 << (last_seq - seq - 1)), 0
+    shift = seq - last_seq
+    if shift > SEQ_WINDOW:  # the whole window and some skipped seqs fall out
+        return 0, (SEQ_WINDOW - seen_mask.bit_count()) + (shift - 1 - SEQ_WINDOW)
+    wide = (seen_mask << shift) | (1 << (shift - 1))
+    return wide & SEEN_ALL, shift - (wide >> SEQ_WINDOW).bit_count()
+
+
+def check_gap(missing: int, batch: Batch) -> Violation | None:
+    """Seqs that the window moved past without their batch; the detail counts them."""
+    if missing <= 0:
+        return None
+    return _violation(GAP, batch, f"{missing} batches missing below seq "
+                      f"{batch.seq - SEQ_WINDOW}")
 
 
 def check_backwards(registers: Registers, batch: Batch) -> list[Violation]:

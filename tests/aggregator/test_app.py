@@ -93,6 +93,9 @@ def test_batch_commits_one_leaf_per_meter(world: World) -> None:
     assert (app.state.batches, app.state.readings) == (1, 2)
 
 
+JUMP = 1 + rules.SEQ_WINDOW + 3  # seqs 2 and 3 fall out of the window
+
+
 def test_first_sight_enrollment_from_kcwt(world: World) -> None:
     app = world.app()
     run_block(app, [world.batch_tx("gw-1", 1)])
@@ -109,7 +112,7 @@ def test_rule_violations_are_recorded_and_the_batch_committed(world: World) -> N
     )
     result = run_block(
         app,
-        [world.batch_tx("gw-1", 4, energy=10, voltage=999.0, sent_at=T0 + 3600)],
+        [world.batch_tx("gw-1", JUMP, energy=10, voltage=999.0, sent_at=T0 + 3600)],
         time_s=T0 + 10,
     )
     [only] = result.results
@@ -117,11 +120,31 @@ def test_rule_violations_are_recorded_and_the_batch_committed(world: World) -> N
     assert sorted(v.code for v in only.violations) == sorted(
         [rules.GAP, rules.BACKWARDS, rules.PLAUSIBILITY, rules.SKEW, rules.SKEW]
     )
+    [gap] = [v for v in only.violations if v.code == rules.GAP]
+    assert gap.detail.startswith("2 batches missing")  # 2 and 3 left the window
     device = app.state.devices["gw-1"]
-    assert device.last_seq == 4 and device.batches == 2
+    assert device.last_seq == JUMP and device.batches == 2
     assert dict(device.violations)[rules.SKEW] == 2
     assert device.credit == rules.credit_score(2, dict(device.violations))
     assert result.violations == 5 and app.state.violations == 5
+
+
+def test_batches_out_of_seq_order_are_all_committed(world: World) -> None:
+    """Reordered in flight (CoAP, a shared MQTT subscription, several validators): a late
+    seq inside the window is committed, without a gap, a replay or a register running
+    backwards, and the registers stay those of the newest batch."""
+    app = world.app()
+    run_block(app, [world.batch_tx("gw-1", 1, energy=1000)])
+    run_block(app, [world.batch_tx("gw-1", 3, energy=3000)])
+    late = run_block(app, [world.batch_tx("gw-1", 2, energy=2000)])
+    assert codes(late) == [OK] and late.violations == 0
+    device = app.state.devices["gw-1"]
+    assert (device.last_seq, device.batches, device.violations) == (3, 3, ())
+    assert device.register_map()[("M1", "1-0:1.8.0")] == 3000
+    assert app.state.log_size == 3
+    again = run_block(app, [world.batch_tx("gw-1", 2, energy=2500)])
+    assert codes(again) == [rules.REPLAY]
+    assert app.check_tx(world.batch_tx("gw-1", 2, energy=2600), T0).code == rules.REPLAY
 
 
 def test_replay_in_one_block_is_rejected_and_counted(world: World) -> None:

@@ -118,10 +118,10 @@ def test_rejections_and_which_get_receipts(world: World) -> None:
     engine = world.engine(limits=LIMITS)
     engine.submit(world.batch_tx("gw-1", 2), T0)
     engine.handle_timeout(T0 + 1)
-    replay = engine.submit(world.batch_tx("gw-1", 1), T0 + 2)
+    replay = engine.submit(world.batch_tx("gw-1", 2, energy=9), T0 + 2)  # seq 2 again
     assert (replay.status, replay.code) == (REJECTED, rules.REPLAY)
     assert receipts_of([Receipt("gw-1", replay.receipt or b"")], world) == {
-        "gw-1": [receipt.rejected(1, rules.REPLAY)]
+        "gw-1": [receipt.rejected(2, rules.REPLAY)]
     }
     forged = bytearray(world.message("gw-1", 3))
     forged[-1] ^= 1
@@ -170,7 +170,7 @@ def test_rejected_in_block_counts_and_violation_header(world: World) -> None:
     engine = world.engine(limits=LIMITS)
     engine.submit(world.revoke_tx("gw-2"), T0)
     engine.submit(world.batch_tx("gw-1", 1), T0)
-    engine.submit(world.batch_tx("gw-1", 5), T0)  # a gap of 3
+    engine.submit(world.batch_tx("gw-1", 5 + rules.SEQ_WINDOW), T0)  # 2..5 fall out: a gap
     [block] = committed(engine.handle_timeout(T0))
     assert block.block.header.violations == 1
     assert engine.status()["violations"] == 1
@@ -179,7 +179,7 @@ def test_rejected_in_block_counts_and_violation_header(world: World) -> None:
 def test_results_have_a_json_view(world: World) -> None:
     engine = world.engine(limits=LIMITS)
     engine.submit(world.batch_tx("gw-1", 1), T0)
-    engine.submit(world.batch_tx("gw-1", 3), T0)
+    engine.submit(world.batch_tx("gw-1", 3 + rules.SEQ_WINDOW), T0)  # 2 falls out: a gap
     [block] = committed(engine.handle_timeout(T0 + 1))
     views = [r.to_json() for r in block.results]
     assert views[1]["violations"][0]["code"] == "rule.gap"  # type: ignore[index]

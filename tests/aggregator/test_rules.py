@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from aggregator import rules
 from edge.portable.batch import Batch, MeterGroup, Record
 
@@ -22,7 +24,7 @@ def batch(
 
 def test_replay_catches_equal_and_lower_seq() -> None:
     assert rules.check_replay(5, batch(seq=5)).code == rules.REPLAY  # type: ignore[union-attr]
-    assert rules.check_replay(9, batch(seq=5)) is not None
+    assert rules.check_replay(9, batch(seq=5)) is not None  # the window is full by default
 
 
 def test_replay_passes_first_and_next_seq() -> None:
@@ -30,15 +32,76 @@ def test_replay_passes_first_and_next_seq() -> None:
     assert rules.check_replay(4, batch(seq=5)) is None
 
 
+def test_a_late_seq_inside_the_window_is_not_a_replay() -> None:
+    mask, missing = rules.next_window(4, rules.SEEN_ALL, 7)  # 5 and 6 still open
+    assert missing == 0
+    assert rules.check_replay(7, batch(seq=6), mask) is None
+    assert rules.check_replay(7, batch(seq=5), mask) is None
+    assert rules.check_replay(7, batch(seq=4), mask) is not None  # committed already
+    mask, missing = rules.next_window(7, mask, 5)
+    assert missing == 0
+    assert rules.check_replay(7, batch(seq=5), mask) is not None  # now committed
+    assert rules.check_replay(7, batch(seq=6), mask) is None
+
+
+def test_a_devices_first_batches_may_come_in_any_order() -> None:
+    mask, missing = rules.next_window(None, 0, 3)  # 1 and 2 still open
+    assert missing == 0
+    assert rules.check_replay(3, batch(seq=1), mask) is None
+    assert rules.check_replay(3, batch(seq=2), mask) is None
+    assert rules.check_replay(3, batch(seq=0), mask) is not None  # gateways start at 1
+    mask, _ = rules.next_window(None, 0, 1)
+    assert mask == rules.SEEN_ALL
+
+
+def test_below_the_window_is_a_replay() -> None:
+    mask, _ = rules.next_window(0, rules.SEEN_ALL, rules.SEQ_WINDOW + 10)  # 1.. open
+    last = rules.SEQ_WINDOW + 10
+    assert rules.check_replay(last, batch(seq=last - rules.SEQ_WINDOW), mask) is None
+    assert rules.check_replay(last, batch(seq=last - rules.SEQ_WINDOW - 1), mask) is not None
+
+
+def test_seqs_are_missing_only_once_the_window_passes_them() -> None:
+    mask, missing = rules.next_window(1, rules.SEEN_ALL, 5)  # 2, 3, 4 may still come
+    assert missing == 0
+    mask, missing = rules.next_window(5, mask, 5 + rules.SEQ_WINDOW)  # 2..4 fall out
+    assert missing == 3
+    last = 5 + rules.SEQ_WINDOW  # its window: 5 committed, 6..last-1 open
+    mask, missing = rules.next_window(last, mask, 10**6)
+    open_in_window = rules.SEQ_WINDOW - 1
+    skipped_below_new_window = (10**6 - rules.SEQ_WINDOW) - (last + 1)
+    assert missing == open_in_window + skipped_below_new_window
+
+
+def test_next_window_matches_a_set_of_seqs() -> None:
+    """The mask is a compact set: compare it with a plain one over seeded random walks."""
+    rng = random.Random(7)
+    for _ in range(200):
+        last, mask, committed = 10, rules.SEEN_ALL, set(range(11))
+        for _ in range(40):
+            seq = max(0, last + rng.randint(-rules.SEQ_WINDOW - 3, 3 * rules.SEQ_WINDOW))
+            replay = rules.check_replay(last, batch(seq=seq), mask) is not None
+            in_window = seq > last - 1 - rules.SEQ_WINDOW
+            assert replay == (seq in committed or not in_window), (last, seq)
+            if replay:
+                continue
+            floor_before = last - rules.SEQ_WINDOW
+            mask, missing = rules.next_window(last, mask, seq)
+            committed.add(seq)
+            last = max(last, seq)
+            floor_after = last - rules.SEQ_WINDOW
+            gone = set(range(max(floor_before, 0), max(floor_after, 0)))
+            assert missing == len(gone - committed)
+
+
 def test_gap_counts_missing_batches() -> None:
-    found = rules.check_gap(1, batch(seq=5))
+    found = rules.check_gap(3, batch(seq=5 + rules.SEQ_WINDOW))
     assert found is not None and found.code == rules.GAP
     assert "3 batches missing" in found.detail
 
 
-def test_gap_passes_consecutive_and_first() -> None:
-    assert rules.check_gap(4, batch(seq=5)) is None
-    assert rules.check_gap(None, batch(seq=100)) is None
+def test_gap_passes_when_nothing_is_missing() -> None:
+    assert rules.check_gap(0, batch(seq=5)) is None
 
 
 def test_backwards_register() -> None:
@@ -103,7 +166,7 @@ def test_credit_score_recovers_with_good_batches() -> None:
 
 
 def test_violation_detail_is_bounded() -> None:
-    found = rules.check_gap(0, batch(seq=2**62))
+    found = rules.check_gap(2**62, batch(seq=2**62))
     assert found is not None and len(found.detail) <= rules.DETAIL_CHARS_MAX
 
 

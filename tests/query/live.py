@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator import node as node_mod
+from aggregator import rules
 from aggregator import tx as tx_mod
 from aggregator.net.engine_node import EngineNode
 from aggregator.net.server import NetConfig, NodeServer
@@ -236,11 +237,15 @@ class LiveNode:
         return self.tokens[username]
 
 
+GW_A_LAST = 3 + rules.SEQ_WINDOW + 2
+
+
 def populate(live: LiveNode) -> None:
-    """The fixture world's batches: gw-a 1..3 and 5 (a gap), gw-b 1..2, gw-mix 1."""
+    """The fixture world's batches: gw-a 1..3 and GW_A_LAST (seq 4 falls out of the
+    window unsent: a gap), gw-b 1..2, gw-mix 1."""
     messages = [live.gateways["gw-a"].message(seq) for seq in (1, 2, 3)]
     messages += [live.gateways["gw-b"].message(seq) for seq in (1, 2)]
-    messages += [live.gateways["gw-mix"].message(1), live.gateways["gw-a"].message(5)]
+    messages += [live.gateways["gw-mix"].message(1), live.gateways["gw-a"].message(GW_A_LAST)]
     for message in messages:
         admission = live.submit(message)
         assert admission.outcome == "accepted", admission

@@ -17,7 +17,7 @@ from aggregator.merkle import verify_consistency
 from aggregator.query import tablejson
 from aggregator.query.receipts import trust_from_genesis, verify_receipt
 from edge import crypto
-from tests.query.live import M_ALICE, LiveNode
+from tests.query.live import GW_A_LAST, M_ALICE, LiveNode
 
 
 def _b64u(raw: bytes) -> str:
@@ -150,9 +150,10 @@ def test_devices_violations_and_credit(live: LiveNode) -> None:
     mine = live.http("GET", "/v1/devices", user="alice").json()
     assert {d["device_id"] for d in mine} == {"gw-a", "gw-mix"}  # they read M-A1
     gw_a = live.http("GET", "/v1/devices/gw-a", user="alice").json()[0]
-    assert gw_a["last_seq"] == 5 and gw_a["violations"] == 1 and gw_a["credit"] == 800
+    assert gw_a["last_seq"] == GW_A_LAST and gw_a["violations"] == 1
+    assert gw_a["credit"] == 800
     violations = live.http("GET", "/v1/devices/gw-a/violations", user="sup").json()
-    assert [(v["code"], v["seq"]) for v in violations] == [("rule.gap", 5)]
+    assert [(v["code"], v["seq"]) for v in violations] == [("rule.gap", GW_A_LAST)]
     assert live.http("GET", "/v1/violations", user="bob").json() == []  # not bob's device
     credit = {c["device_id"]: c for c in live.http("GET", "/v1/credit", user="sup").json()}
     assert set(credit) == {"gw-a"} and credit["gw-a"]["credit"] == 800
