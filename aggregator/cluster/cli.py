@@ -23,6 +23,10 @@ def register(sub: SubParsers, name: str, help_text: str) -> None:
     p.add_argument("--dir", required=True, type=Path, help="cluster directory to create")
     p.add_argument("--ca-dir", type=Path, help="registrar directory (default: a new one)")
     p.add_argument("--chain-id", default="gl-cluster", help="chain id (default gl-cluster)")
+    p.add_argument("--mqtt-url", metavar="URL",
+                   help="one broker for every node, e.g. mqtt://127.0.0.1:1883 (Mosquitto): "
+                   "the nodes share its subscription, so each batch reaches one of them "
+                   "(default: an embedded broker a node)")
     p.set_defaults(func=cmd_up)
     p = commands.add_parser(
         "status", help="heights and last block hashes of every node, side by side",
@@ -44,7 +48,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise local.ClusterError(f"{', '.join(running)} of {args.dir} still running; "
                                      "`gridledger cluster down` first")
     else:
-        cluster = local.create(args.dir, args.nodes, args.ca_dir, args.chain_id)
+        cluster = local.create(args.dir, args.nodes, args.ca_dir, args.chain_id,
+                               mqtt_url=args.mqtt_url)
     local.start(args.dir, cluster)
     try:
         local.wait_ready(cluster)

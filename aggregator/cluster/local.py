@@ -8,12 +8,17 @@ ports for its peer links, CoAP and HTTP, and one node directory per validator
 (`aggregator.node` layout).  `start` runs each node as its own process:
 
     python -m gridledger aggregator run --data-dir DIR/node-i --coap ... --http ...
-        --embedded-mqtt ... --no-pool [--peer-listen ...]
+        (--embedded-mqtt ... | --mqtt-url URL) --no-pool [--peer-listen ...]
+
+Each node runs its own embedded broker unless `mqtt_url` names one broker for all of
+them (Mosquitto): then the nodes share its subscription `$share/gl-aggregators/...`, so
+each batch published there reaches one validator, as in production.
 
 with its output in DIR/node-i/node.log, and writes DIR/cluster.json:
 
     {"chain_id", "genesis_hash", "ca_dir",
-     "nodes": [{"node_id", "dir", "pid", "coap", "http", "peer", "peer_listen", "mqtt"}]}
+     "nodes": [{"node_id", "dir", "pid", "coap", "http", "peer", "peer_listen", "mqtt",
+                "mqtt_url"}]}
 
 `peer` is the address in genesis (what the other validators dial); `peer_listen` where
 the process listens, the same unless a node sits behind a proxy (`proxied`, for tests
@@ -75,7 +80,8 @@ def _address(port: int) -> str:
 
 def create(directory: Path, nodes: int, ca_dir: Path | None = None,
            chain_id: str = "gl-cluster", now_s: int | None = None,
-           proxied: frozenset[int] = frozenset()) -> dict[str, Any]:
+           proxied: frozenset[int] = frozenset(), mqtt_url: str | None = None
+           ) -> dict[str, Any]:
     """Node directories and a shared genesis for `nodes` validators; the cluster
     description (pids not yet set).  Validators in `proxied` advertise a peer port of
     their own and listen on another one, for a proxy between them and the rest."""
@@ -98,7 +104,7 @@ def create(directory: Path, nodes: int, ca_dir: Path | None = None,
                  "coap": _address(free_port(socket.SOCK_DGRAM)),
                  "http": _address(free_port()), "peer": _address(peer),
                  "peer_listen": _address(free_port() if index in proxied else peer),
-                 "mqtt": _address(free_port())}
+                 "mqtt": None if mqtt_url else _address(free_port()), "mqtt_url": mqtt_url}
         entries.append(entry)
         validators.append(genesis_mod.Validator(node_id, key.public_key(), 1, entry["peer"],
                                                 entry["coap"], entry["http"]))
@@ -139,8 +145,11 @@ def load(directory: Path) -> dict[str, Any]:
 
 def command(entry: dict[str, Any]) -> list[str]:
     argv = [sys.executable, "-m", "gridledger", "aggregator", "run", "--data-dir", entry["dir"],
-            "--coap", entry["coap"], "--http", entry["http"], "--embedded-mqtt", entry["mqtt"],
-            "--no-pool"]
+            "--coap", entry["coap"], "--http", entry["http"], "--no-pool"]
+    if entry.get("mqtt_url"):
+        argv += ["--mqtt-url", entry["mqtt_url"]]
+    else:
+        argv += ["--embedded-mqtt", entry["mqtt"]]
     if entry["peer_listen"] != entry["peer"]:
         argv += ["--peer-listen", entry["peer_listen"]]
     return argv
