@@ -40,6 +40,7 @@ from cryptography.hazmat.backends.openssl import backend as openssl_backend
 from edge import crypto
 from edge.portable import cose, p256
 from edge.portable.batch import Batch, MeterGroup, Record
+from gridledger.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -254,21 +255,11 @@ def _pooled_verify_rate(message: bytes, signature: bytes, seconds: float, worker
 # -- report -------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _machine(message_bytes: int, seconds: float, load_before: float) -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return "\n".join(
         [
-            f"- CPU: {_cpu_model()}, {os.cpu_count()} cores ({usable} usable)",
+            f"- CPU: {cpu_model()}, {os.cpu_count()} cores ({usable} usable)",
             f"- Python {platform.python_version()} ({platform.python_implementation()}),"
             f" {openssl_backend.openssl_version_text()}",
             f"- message: {message_bytes}-byte Sig_structure of a 2 x 7 batch;"

@@ -33,8 +33,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import multiprocessing
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -55,6 +53,7 @@ from certs.registrar import Registrar
 from edge import crypto
 from edge.portable import batch as batch_mod
 from edge.portable.verify import verify_message
+from gridledger.machine import summary
 
 METER = "M1"
 CHAIN_ID = "gl-bench-ingest"
@@ -292,16 +291,7 @@ async def node_run(transport: str, ca_dir: Path, data_dir: Path, signed: list[Si
 
 
 def machine() -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"{openssl_backend.openssl_version_text()}, load {os.getloadavg()[0]:.2f}")
+    return f"{summary()}, {openssl_backend.openssl_version_text()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,8 +37,6 @@ import asyncio
 import concurrent.futures
 import http.client
 import multiprocessing
-import os
-import platform
 import random
 import statistics
 import sys
@@ -66,6 +64,7 @@ from aggregator.query.receipts import (
 from certs.registrar import Registrar
 from edge import crypto
 from edge.portable import batch as batch_mod
+from gridledger.machine import summary
 
 CHAIN_ID = "gl-bench-query"
 SIGN_CHUNK = 500          # batches a signing task makes
@@ -82,16 +81,7 @@ class Gateway:
 
 
 def machine() -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"load {os.getloadavg()[0]:.2f}")
+    return summary()
 
 
 # -- signing -------------------------------------------------------------------------------

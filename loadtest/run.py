@@ -44,6 +44,7 @@ from certs.cli import bundle_device_ids, bundle_meter_ids
 from certs.registrar import Registrar, read_bundle, write_bundle
 from edge.portable import coap
 from gridledger.files import write_private
+from gridledger.machine import cpu_model
 from loadtest.common import COSE_SIGN1, Gate, SyncCoap, batch_for, gates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,12 +193,7 @@ def locust(node: Node, classes: list[str], users: int, rate: float, duration_s: 
 
 
 def machine() -> str:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     load = os.getloadavg()
     return (f"date {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}\n"
             f"cores {os.cpu_count()}\ncpu {model}\npython {platform.python_version()}\n"

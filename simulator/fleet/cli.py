@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from certs.cli import bundle_device_ids, bundle_meter_ids
 from certs.registrar import Identity, Registrar, read_bundle
 from edge.portable.errors import GridLedgerError
 from gridledger import genesis as genesis_mod
+from gridledger.machine import cpu_model
 from gridledger.output import SubParsers
 from simulator.fleet import faults as faults_mod
 from simulator.fleet.runner import Fleet, FleetConfig, FleetOutput
@@ -145,16 +145,6 @@ async def _run(found: list[Identity], node_keys: dict[str, bytes], config: Fleet
     if report:
         print_report(fleet, fleet.cpu_s() - cpu_before_s, time.perf_counter() - wall_before_s)
     return 0 if result.clean else 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def print_report(fleet: Fleet, cpu_s: float, wall_s: float) -> None:
