@@ -8,20 +8,13 @@ import asyncio
 from pathlib import Path
 
 from aggregator import rules
-from aggregator.app import Application
-from aggregator.cluster import wire
-from aggregator.cluster.links import Links
-from aggregator.cluster.node import CODE_NOT_REGISTRY, ClusterNode
+from aggregator.cluster.node import CODE_NOT_REGISTRY
 from aggregator.consensus.engine import BftEngine
-from aggregator.consensus.validators import ValidatorSet
-from aggregator.consensus.wal import MemoryWal
-from aggregator.engine import ACCEPTED, NodeSigner
-from aggregator.store import Store
-from edge import crypto
-from tests.aggregator.helpers import CHAIN_ID, GENESIS_HASH, T0, World, key
+from aggregator.engine import ACCEPTED
+from tests.aggregator.helpers import T0, World
 from tests.aggregator.test_records import customer_tx, doc_tx
+from tests.cluster.lone import lone_validator
 from tests.consensus.test_engine import IDS, Net
-from tests.ports import free_port
 
 
 def _engines(net: Net) -> list[BftEngine]:
@@ -56,20 +49,11 @@ def test_records_and_the_rule_agree_on_every_validator(tmp_path: Path) -> None:
 
 
 def test_cluster_registry_door_takes_records_not_batches(tmp_path: Path) -> None:
-    world = World()
-    keys = {f"node-{i}": key(100 + i) for i in range(4)}
-    members = {n: (k.public_key(), 1) for n, k in keys.items()}
-    store = Store.open(tmp_path / "ledger.sqlite", CHAIN_ID, GENESIS_HASH, members,
-                       crypto.verify)
-    engine = BftEngine(Application(world.config, store.load_state(), store.nodes), store,
-                       NodeSigner("node-0", keys["node-0"].sign), GENESIS_HASH, T0,
-                       ValidatorSet(members), MemoryWal(), crypto.verify)
-    me = wire.LinkIdentity(CHAIN_ID, GENESIS_HASH, "node-0", keys["node-0"].sign,
-                           crypto.verify, {n: k.public_key() for n, k in keys.items()})
+    lone = lone_validator(tmp_path)
+    world, store = lone.world, lone.store
 
     async def scenario() -> None:
-        node = ClusterNode(engine, lambda n: Links(me, ("127.0.0.1", free_port()), {},
-                                                   n.on_peer), clock=lambda: float(T0))
+        node = lone.node()
         await node.start()
         try:
             assert node.submit_registry(doc_tx(world)).outcome == "accepted"
