@@ -358,11 +358,13 @@ def main(argv: list[str] | None = None) -> int:
                         "(default loadtest/results/<scenario>-<UTC time>)")
     parser.add_argument("--error-ratio-max", type=float, default=0.01)
     parser.add_argument("--p99-ms-max", type=float, default=2000.0)
-    parser.add_argument("--uplink-steps", default="5,10,20,40,80,160,320")
+    parser.add_argument("--uplink-steps", default="5,20,80,160,240,320,400,480,640")
     parser.add_argument("--uplink-rate", type=float, default=1.0)
-    parser.add_argument("--query-steps", default="2,4,8,16,32,64")
+    parser.add_argument("--query-steps", default="2,8,32,64")
     parser.add_argument("--query-rate", type=float, default=5.0)
-    parser.add_argument("--step-s", type=float, default=20.0)
+    parser.add_argument("--step-s", type=float, default=60.0,
+                        help="seconds a step (default 60: as long as a gated run, so the "
+                        "sustainable rate is one the gates hold)")
     args = parser.parse_args(argv)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / f"{args.scenario}-{stamp}"
