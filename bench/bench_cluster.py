@@ -46,7 +46,7 @@ import aiocoap
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import machine, sign_batches  # a sibling script
+from bench_ingest import machine, post_until_answered, sign_batches  # a sibling script
 
 from aggregator import node as node_mod
 from aggregator.cluster import local
@@ -88,13 +88,7 @@ async def _post_all(ports: list[str], messages: list[tuple[str, bytes]], infligh
         for index, (device_id, message) in queue:
             uri = f"coap://{ports[index % len(ports)]}/gl/v1/up"
             sent[device_id] = time.time()
-            while True:
-                request = aiocoap.Message(code=aiocoap.POST, payload=message, uri=uri)
-                request.opt.content_format = 18
-                answer = await client.request(request).response
-                if answer.code != aiocoap.SERVICE_UNAVAILABLE:
-                    break
-                await asyncio.sleep(answer.opt.max_age or 1)
+            answer = await post_until_answered(client, uri, message)
             refused += answer.code != aiocoap.CHANGED
 
     clients = [await aiocoap.Context.create_client_context(transports=["udp6"])

@@ -195,6 +195,18 @@ async def _feed_direct(node: TimedNode, signed: list[Signed], inflight: int) -> 
     return refused
 
 
+async def post_until_answered(client: aiocoap.Context, uri: str, message: bytes
+                              ) -> aiocoap.Message:
+    """POST a batch as a device does: after 5.03 wait its Max-Age and send it again."""
+    while True:
+        request = aiocoap.Message(code=aiocoap.POST, payload=message, uri=uri)
+        request.opt.content_format = 18
+        answer = await client.request(request).response
+        if answer.code != aiocoap.SERVICE_UNAVAILABLE:
+            return answer
+        await asyncio.sleep(answer.opt.max_age or 1)
+
+
 async def _post_all(port: int, messages: list[bytes], inflight: int, ready: Connection) -> int:
     """`inflight` client endpoints, one request each at a time: aiocoap keeps CoAP's
     NSTART = 1 (RFC 7252 §4.7) per endpoint, so one endpoint would send one at a time."""
@@ -205,13 +217,7 @@ async def _post_all(port: int, messages: list[bytes], inflight: int, ready: Conn
     async def worker(client: aiocoap.Context) -> None:
         nonlocal refused
         for message in queue:
-            while True:
-                request = aiocoap.Message(code=aiocoap.POST, payload=message, uri=uri)
-                request.opt.content_format = 18
-                answer = await client.request(request).response
-                if answer.code != aiocoap.SERVICE_UNAVAILABLE:
-                    break
-                await asyncio.sleep(answer.opt.max_age or 1)
+            answer = await post_until_answered(client, uri, message)
             refused += answer.code != aiocoap.CHANGED
 
     clients = [await aiocoap.Context.create_client_context(transports=["udp6"])
