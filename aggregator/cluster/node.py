@@ -42,8 +42,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from aggregator import store as store_mod
-from aggregator import tx as tx_mod
 from aggregator.consensus.engine import (
     BftAction,
     BftEngine,
@@ -53,14 +51,16 @@ from aggregator.consensus.engine import (
     Send,
 )
 from aggregator.engine import Committed, Receipt
-from aggregator.net.engine_node import admission_for, block_json
+from aggregator.net.engine_node import (
+    ReceiptOutbox,
+    admission_for,
+    registry_refusal,
+    stored_block,
+)
 from aggregator.net.ports import Admission, CommitReceipt
-from edge.portable.errors import GridLedgerError
 
 from .links import Links
 
-RECEIPTS_QUEUE_MAX = 4096
-CODE_NOT_REGISTRY = "registry.kind"
 CODE_FAILED = "cluster.node"
 RECANCEL_S = 0.5
 
@@ -73,10 +73,9 @@ class ClusterNode:
         self.engine = engine
         self._clock = clock
         self.links = links_factory(self)
-        self._out: asyncio.Queue[CommitReceipt] = asyncio.Queue(RECEIPTS_QUEUE_MAX)
+        self._outbox = ReceiptOutbox()
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
-        self.dropped_receipts = 0
         self.blocks_committed = 0
         self.failed = False
 
@@ -109,8 +108,12 @@ class ClusterNode:
         return admission_for(sub)
 
     async def receipts(self) -> AsyncIterator[CommitReceipt]:
-        while True:
-            yield await self._out.get()
+        async for item in self._outbox.stream():
+            yield item
+
+    @property
+    def dropped_receipts(self) -> int:
+        return self._outbox.dropped
 
     def status(self) -> dict[str, object]:
         shown = self.engine.status()
@@ -120,12 +123,9 @@ class ClusterNode:
         return shown
 
     def submit_registry(self, tx: bytes) -> Admission:
-        try:
-            kind = tx_mod.decode(tx).kind
-        except GridLedgerError as exc:
-            return Admission.rejected(exc.code, exc.message)
-        if kind not in tx_mod.STATEMENT_KINDS:
-            return Admission.rejected(CODE_NOT_REGISTRY, "batches do not go here")
+        refusal = registry_refusal(tx)
+        if refusal is not None:
+            return refusal
         if self.failed:
             return Admission.rejected(CODE_FAILED, "this node stopped; send to another")
         sub = self.engine.submit(tx, self._clock())
@@ -134,10 +134,7 @@ class ClusterNode:
         return admission_for(sub)
 
     def block(self, height: int) -> dict[str, object] | None:
-        store = self.engine.store
-        if not isinstance(store, store_mod.Store) or not 1 <= height <= store.height:
-            return None
-        return block_json(store.block(height), store.results(height), store.seen_commit(height))
+        return stored_block(self.engine.store, height)
 
     # -- peers and timers ---------------------------------------------------------------
 
@@ -187,8 +184,4 @@ class ClusterNode:
                 self.links.refuse(action.node_id or "?", action.code, detail, count=False)
 
     def _emit(self, item: CommitReceipt) -> None:
-        try:
-            self._out.put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped_receipts += 1
-            log.warning("receipt.dropped", extra={"fields": {"device": item.device_id}})
+        self._outbox.put(item)

@@ -135,6 +135,46 @@ def _no_precheck(reason: str) -> app_mod.Prechecked | None:
     return None  # check_tx then verifies on its own
 
 
+def registry_refusal(tx: bytes) -> Admission | None:
+    """Why a registry door refuses `tx` (undecodable, or a batch), or None to admit it."""
+    try:
+        kind = tx_mod.decode(tx).kind
+    except GridLedgerError as exc:  # TxError, or the CBOR errors under it
+        return Admission.rejected(exc.code, exc.message)
+    if kind not in tx_mod.STATEMENT_KINDS:
+        return Admission.rejected(CODE_NOT_REGISTRY, "batches do not go here")
+    return None
+
+
+def stored_block(store: object, height: int) -> dict[str, object] | None:
+    """A committed block as JSON, or None above the tip or below 1 (ports.BlockSource).
+    Only the SQLite store keeps results by height; an engine on another store has none."""
+    if not isinstance(store, store_mod.Store) or not 1 <= height <= store.height:
+        return None
+    return block_json(store.block(height), store.results(height), store.seen_commit(height))
+
+
+class ReceiptOutbox:
+    """Receipts signed for devices, waiting for the shell to publish them; beyond
+    RECEIPTS_QUEUE_MAX the newest is dropped, counted and logged (the device re-sends and
+    is answered with a fresh receipt)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[CommitReceipt] = asyncio.Queue(RECEIPTS_QUEUE_MAX)
+        self.dropped = 0
+
+    def put(self, item: CommitReceipt) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("receipt.dropped", extra={"fields": {"device": item.device_id}})
+
+    async def stream(self) -> AsyncIterator[CommitReceipt]:
+        while True:
+            yield await self._queue.get()
+
+
 class _Slot:
     """A message between arrival and admission (`EngineNode` with a precheck pool)."""
 
@@ -157,10 +197,9 @@ class EngineNode:
         self._clock = clock
         self._prechecks = precheck_pool
         self._order: deque[_Slot] = deque()
-        self._out: asyncio.Queue[CommitReceipt] = asyncio.Queue(RECEIPTS_QUEUE_MAX)
+        self._outbox = ReceiptOutbox()
         self._wake = asyncio.Event()
         self._blocks: asyncio.Task[None] | None = None
-        self.dropped_receipts = 0
         self.prechecked = 0
 
     @classmethod
@@ -224,8 +263,12 @@ class EngineNode:
         return admission_for(sub)
 
     async def receipts(self) -> AsyncIterator[CommitReceipt]:
-        while True:
-            yield await self._out.get()
+        async for item in self._outbox.stream():
+            yield item
+
+    @property
+    def dropped_receipts(self) -> int:
+        return self._outbox.dropped
 
     def status(self) -> dict[str, object]:
         return self._engine.status()
@@ -233,23 +276,16 @@ class EngineNode:
     def submit_registry(self, tx: bytes) -> Admission:
         """Admit a registry statement or a class II/III record (ports.RegistrySink);
         batches go by submit."""
-        try:
-            kind = tx_mod.decode(tx).kind
-        except GridLedgerError as exc:  # TxError, or the CBOR errors under it
-            return Admission.rejected(exc.code, exc.message)
-        if kind not in tx_mod.STATEMENT_KINDS:
-            return Admission.rejected(CODE_NOT_REGISTRY, "batches do not go here")
+        refusal = registry_refusal(tx)
+        if refusal is not None:
+            return refusal
         sub = self._engine.submit(tx, self._clock())
         self._wake.set()
         return admission_for(sub)
 
     def block(self, height: int) -> dict[str, object] | None:
-        """A committed block as JSON, or None above the tip or below 1 (ports.BlockSource).
-        Only the SQLite store keeps results by height; an engine on another store has none."""
-        store = self._engine.store
-        if not isinstance(store, store_mod.Store) or not 1 <= height <= store.height:
-            return None
-        return block_json(store.block(height), store.results(height), store.seen_commit(height))
+        """A committed block as JSON (`stored_block`)."""
+        return stored_block(self._engine.store, height)
 
     # -- blocks --------------------------------------------------------------------------
 
@@ -272,8 +308,4 @@ class EngineNode:
                     "height": action.block.header.height, "txs": len(action.results)}})
 
     def _emit(self, item: CommitReceipt) -> None:
-        try:
-            self._out.put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped_receipts += 1
-            log.warning("receipt.dropped", extra={"fields": {"device": item.device_id}})
+        self._outbox.put(item)

@@ -8,9 +8,9 @@ import asyncio
 from pathlib import Path
 
 from aggregator import rules
-from aggregator.cluster.node import CODE_NOT_REGISTRY
 from aggregator.consensus.engine import BftEngine
 from aggregator.engine import ACCEPTED
+from aggregator.net.engine_node import CODE_NOT_REGISTRY
 from tests.aggregator.helpers import T0, World
 from tests.aggregator.test_records import customer_tx, doc_tx
 from tests.cluster.lone import lone_validator
