@@ -95,6 +95,7 @@ __all__ = [
     "credit_score",
     "next_registers",
     "next_window",
+    "penalty",
 ]
 
 REPLAY = "rule.replay"
@@ -266,9 +267,14 @@ def next_registers(registers: Registers, batch: Batch) -> dict[tuple[str, str], 
     return updated
 
 
+def penalty(counts: Mapping[str, int]) -> int:
+    """Σ WEIGHTS[code] × count[code]: how many good batches the violations cost."""
+    return sum(WEIGHTS.get(code, 0) * count for code, count in counts.items())
+
+
 def credit_score(batches: int, counts: Mapping[str, int]) -> int:
     """The formula of the module docstring."""
-    penalty = sum(WEIGHTS.get(code, 0) * count for code, count in counts.items())
-    if batches + penalty == 0:
+    penalty_ = penalty(counts)
+    if batches + penalty_ == 0:
         return CREDIT_MAX
-    return CREDIT_MAX * batches // (batches + penalty)
+    return CREDIT_MAX * batches // (batches + penalty_)

@@ -90,7 +90,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregator import tx as tx_mod
 from aggregator.app import Device
-from aggregator.rules import credit_score
+from aggregator.rules import credit_score, penalty
 from edge.crypto import SigningKey
 from edge.portable.errors import GridLedgerError, RemoteProtocolError
 from gridledger.genesis import Genesis
@@ -682,9 +682,8 @@ def _device_cells(device: Device) -> tuple[Any, ...]:
 
 def _credit_cells(device: Device) -> tuple[Any, ...]:
     counts = dict(device.violations)
-    score = credit_score(device.batches, counts)
-    penalty = 0 if score == 0 else device.batches * 1000 // score - device.batches
-    return (device.device_id, device.batches, penalty, score)
+    return (device.device_id, device.batches, penalty(counts),
+            credit_score(device.batches, counts))
 
 
 def _visible_devices(api: QueryApi, principal: Principal | None, action: Action,
