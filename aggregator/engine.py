@@ -60,7 +60,16 @@ from edge.portable.errors import LocalProtocolError
 from . import block as block_mod
 from . import fastcbor
 from . import tx as tx_mod
-from .app import OK, Application, FinalizeRequest, FinalizeResult, Prechecked, TxResult
+from .app import (
+    OK,
+    Application,
+    FinalizeRequest,
+    FinalizeResult,
+    Prechecked,
+    Steps,
+    TxResult,
+    run_steps,
+)
 from .rules import DUPLICATE, REPLAY
 
 __all__ = [
@@ -94,6 +103,7 @@ MEMPOOL_FULL = "mempool.full"
 # verified.  Anyone can send a forged batch naming a device and seq; a signed "rejected"
 # receipt for it would make the genuine device drop its real batch of that seq.
 RECEIPTED_REJECTIONS = frozenset({REPLAY})
+RECEIPT_SLICE = 512  # receipts signed between pauses of a cut: ~5 ms of ES256
 
 SignFn = Callable[[bytes], bytes]
 
@@ -375,12 +385,20 @@ class SoloEngine:
 
     def handle_timeout(self, now_s: float) -> list[Action]:
         """Cut every block that is due at `now_s`."""
+        return run_steps(self.handle_timeout_steps(now_s))
+
+    def handle_timeout_steps(self, now_s: float) -> Steps[list[Action]]:
+        """`handle_timeout`, pausing (a bare `yield`) while a block executes and while
+        its receipts are signed, so the shell can admit in between (`submit` reads only
+        committed state and adds to the mempool behind the block being cut).  The block
+        is stored in one step with no pause inside, so abandoning the generator loses
+        nothing: the txs stay in the mempool for the next cut."""
         actions: list[Action] = []
         while True:
             deadline = self.next_deadline()
             if deadline is None or now_s < deadline:
                 return actions
-            cut = self.cut_block(now_s)
+            cut = yield from self.cut_steps(now_s)
             if not cut:
                 return actions
             actions.extend(cut)
@@ -459,14 +477,18 @@ class SoloEngine:
 
     def cut_block(self, now_s: float) -> list[Action]:
         """Make, execute, store and sign one block from the mempool's oldest txs."""
+        return run_steps(self.cut_steps(now_s))
+
+    def cut_steps(self, now_s: float) -> Steps[list[Action]]:
+        """`cut_block`, pausing while the block executes and its receipts are signed."""
         limits = self.limits
         txs = self.app.prepare_proposal(self.mempool.txs(), limits.txs_max, limits.bytes_max)
         if not txs:
             return []
         height = self.app.state.height + 1
         time_s = max(int(now_s), self._last_time_s)
-        result = self.app.finalize_block(FinalizeRequest(height, time_s, tuple(txs),
-                                                         self.signer.node_id))
+        result = yield from self.app.finalize_steps(
+            FinalizeRequest(height, time_s, tuple(txs), self.signer.node_id))
         block = self._build(result)
         chain_id = self.app.config.chain_id
         seen = block_mod.sign_commit(chain_id, height, block.hash(),
@@ -475,7 +497,8 @@ class SoloEngine:
         self.mempool.remove(r.tx_hash for r in result.results)
         self.counters.executed(result.results)
         self._last_hash, self._last_time_s, self._last_commit = block.hash(), time_s, seen
-        return [Committed(block, result.results, app_hash), *self._receipts(result)]
+        receipts = yield from self._receipt_steps(result)
+        return [Committed(block, result.results, app_hash), *receipts]
 
     def _build(self, result: FinalizeResult) -> block_mod.Block:
         request, state = result.request, result.state
@@ -494,6 +517,11 @@ class SoloEngine:
         return block_mod.Block(header, request.txs, self._last_commit)
 
     def _receipts(self, result: FinalizeResult) -> list[Action]:
+        return run_steps(self._receipt_steps(result))
+
+    def _receipt_steps(self, result: FinalizeResult) -> Steps[list[Action]]:
+        """One signed receipt per device in the block (more past MAX_ENTRIES), pausing
+        every RECEIPT_SLICE signatures."""
         by_device: dict[str, list[receipt_mod.Entry]] = {}
         height = result.request.height
         for tx_result in result.results:
@@ -509,11 +537,14 @@ class SoloEngine:
             else:
                 continue
             by_device.setdefault(tx_result.device_id, []).append(entry)
-        return [
-            Receipt(device_id, self._sign_receipt(device_id, entries[i : i + _PER_RECEIPT]))
-            for device_id, entries in by_device.items()
-            for i in range(0, len(entries), _PER_RECEIPT)
-        ]
+        receipts: list[Action] = []
+        for device_id, entries in by_device.items():
+            for i in range(0, len(entries), _PER_RECEIPT):
+                if receipts and len(receipts) % RECEIPT_SLICE == 0:
+                    yield
+                receipts.append(Receipt(device_id, self._sign_receipt(
+                    device_id, entries[i : i + _PER_RECEIPT])))
+        return receipts
 
     def _sign_receipt(self, device_id: str, entries: list[receipt_mod.Entry]) -> bytes:
         """`receipt.sign`, at C speed: a block signs one receipt per device in it."""

@@ -101,12 +101,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from hashlib import sha256
-from typing import Protocol
+from typing import Protocol, cast
 
 from edge.portable.errors import GridLedgerError
 
 from .. import block as block_mod
-from ..app import OK, Application, FinalizeRequest, FinalizeResult, Prechecked
+from ..app import OK, Application, FinalizeRequest, FinalizeResult, Prechecked, Steps
 from ..engine import (
     ACCEPTED,
     DUPLICATE_PENDING,
@@ -328,6 +328,11 @@ class BftEngine(SoloEngine):
 
     def cut_block(self, now_s: float) -> list[Action]:
         return []  # blocks are decided by consensus, never cut alone
+
+    def handle_timeout_steps(self, now_s: float) -> Steps[list[Action]]:
+        """`handle_timeout` in one step: consensus decides blocks, nothing is cut here."""
+        return cast(list[Action], self.handle_timeout(now_s))
+        yield  # a generator, like solo's
 
     def submit(
         self, raw: bytes, now_s: float, prechecked: Prechecked | None = None

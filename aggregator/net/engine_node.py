@@ -24,10 +24,16 @@ Prechecks finish in any order (chunks on two workers), so messages are admitted 
 in arrival order through a small reorder queue: a device's seq n+1 must not reach
 check_tx before seq n, or n would be refused as a replay.
 
+The block task drives `engine.handle_timeout_steps`, which pauses every few dozen txs
+while a block executes and while its receipts are signed; at each pause the loop runs,
+so prechecks keep being admitted and the pool keeps being fed during a 2000-tx block
+instead of idling behind it (admission reads only committed state, and the mempool
+keeps the block's txs until it is stored).
+
 `block(height)` reads a committed block, its stored tx results and its commit from the
 engine's store for HTTP GET /v1/blocks/{height}.  Like every engine call it runs on the
 loop (the HTTP handlers are coroutines), so it sees a block either wholly committed or
-not at all: the block task commits inside one synchronous `handle_timeout`.
+not at all: the engine stores a block in one step with no pause inside.
 
 Limits
 ------
@@ -45,6 +51,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast
 
 from aggregator import app as app_mod
 from aggregator import block as block_mod
@@ -297,7 +304,19 @@ class EngineNode:
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
             self._wake.clear()
-            self._perform(self._engine.handle_timeout(self._clock()))
+            self._perform(await self._run_steps(self._engine.handle_timeout_steps(self._clock())))
+
+    @staticmethod
+    async def _run_steps(steps: app_mod.Steps[list[engine_mod.Action]]
+                         ) -> list[engine_mod.Action]:
+        """Drive the engine's pausing cut, letting the loop run at each pause: prechecks
+        return and are admitted, the pool gets its next windows, transports answer."""
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return cast("list[engine_mod.Action]", done.value)
+            await asyncio.sleep(0)
 
     def _perform(self, actions: list[engine_mod.Action]) -> None:
         for action in actions:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
+import pytest
+
+from aggregator import app as app_mod
+from aggregator import engine as engine_mod
 from aggregator import rules, tx
 from aggregator.block import verify_commit
 from aggregator.engine import (
@@ -13,6 +17,7 @@ from aggregator.engine import (
     DUPLICATE_PENDING,
     FULL,
     REJECTED,
+    Action,
     Answer,
     Committed,
     EngineLimits,
@@ -231,3 +236,61 @@ def test_older_batch_sent_again_gets_its_commit_receipt_from_sqlite(
     world: World, tmp_path: Path
 ) -> None:
     _resend_after_later_commit(world, stored_engine(tmp_path / "node.sqlite", world, LIMITS))
+
+
+def _drive(steps: Generator[None, None, list[Action]],
+           between: Callable[[], None] = lambda: None) -> tuple[int, list[Action]]:
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return pauses, done.value
+        pauses += 1
+        between()
+
+
+def test_a_cut_in_steps_is_the_cut_and_admits_in_its_pauses(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block cut in slices gives the block an atomic cut gives; txs admitted in its
+    pauses wait in the mempool for the next block, and nothing of theirs is lost."""
+    monkeypatch.setattr(app_mod, "EXECUTE_SLICE_TXS", 2)
+    monkeypatch.setattr(engine_mod, "RECEIPT_SLICE", 2)
+    limits = EngineLimits(txs_max=6, bytes_max=1 << 20, timeout_s=0.5, mempool_txs_max=20,
+                          mempool_bytes_max=1 << 22)
+    atomic, stepped = world.engine(limits=limits), world.engine(limits=limits)
+    first = [world.batch_tx(f"gw-{n}", 1) for n in range(6)]
+    for engine in (atomic, stepped):
+        for raw in first:
+            assert engine.submit(raw, T0).status == ACCEPTED
+    late = iter([world.batch_tx(f"gw-{n}", 2) for n in range(6)])
+    answers: list[str] = []
+
+    def admit_one() -> None:
+        raw = next(late, None)
+        if raw is not None:
+            answers.append(stepped.submit(raw, T0 + 1).status)
+
+    pauses, actions = _drive(stepped.handle_timeout_steps(T0 + 1), admit_one)
+    [expected] = committed(atomic.handle_timeout(T0 + 1))
+    [block] = committed(actions)
+    assert pauses >= 4 and answers == [ACCEPTED] * pauses
+    assert block.block.hash() == expected.block.hash()
+    assert receipts_of(actions, world) == {f"gw-{n}": [receipt.committed(1, 1)] for n in range(6)}
+    assert len(stepped.mempool) == pauses  # admitted in the pauses, for block 2
+    [second] = committed(stepped.handle_timeout(T0 + 2))
+    assert len(second.block.txs) == pauses
+
+
+def test_an_abandoned_cut_leaves_state_and_mempool_as_they_were(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_mod, "EXECUTE_SLICE_TXS", 1)
+    engine = world.engine(limits=LIMITS)
+    for seq in (1, 2, 3):
+        engine.submit(world.batch_tx("gw-1", seq), T0)
+    steps = engine.handle_timeout_steps(T0 + 1)
+    next(steps)
+    steps.close()  # the node shut down mid-block
+    assert engine.app.state.height == 0 and len(engine.mempool) == 3
+    [block] = committed(engine.handle_timeout(T0 + 1))
+    assert len(block.block.txs) == 3 and block.block.height == 1
