@@ -81,7 +81,7 @@ Limits
                               a meter (customer, verification) for 10^5 meters.
     PERIODS_MAX        64     verification certificates per meter: a yearly renewal for
                               decades; bounds what the rule scans per meter group.
-    EXECUTE_SLICE_TXS  64     txs `execute_steps` applies between pauses: ~10 ms of work,
+    EXECUTE_SLICE_TXS  256    txs `execute_steps` applies between pauses: ~20 ms of work,
                               so a node's loop admits and answers while a 2000-tx block
                               executes (~0.3 s) instead of stalling for all of it.
 

@@ -33,8 +33,11 @@ block's.  A block is due when the mempool holds txs_max txs or bytes_max bytes (
 MaxMessageCount / PreferredMaxBytes: next_deadline() is then already past), or timeout_s
 after the oldest pending tx arrived (BatchTimeout); there are no empty blocks.  The solo
 engine also offers `submit` (admission only, cheap, never writes) and `handle_timeout`
-(cuts every due block) as direct calls.  Cutting a block signs its commit with the node
-key and writes block, results and state to the injected store in one transaction.
+(cuts every due block) as direct calls, and `handle_timeout_steps`, the same cut as a
+generator that pauses (a bare `yield`) while a block executes and its receipts are
+signed, so a shell can admit in between (`app.run_steps` drives one without pausing).
+Cutting a block signs its commit with the node key and writes block, results and state
+to the injected store in one transaction.
 
 Limits (defaults from the genesis block limits; see EngineLimits)
 ------
@@ -103,7 +106,7 @@ MEMPOOL_FULL = "mempool.full"
 # verified.  Anyone can send a forged batch naming a device and seq; a signed "rejected"
 # receipt for it would make the genuine device drop its real batch of that seq.
 RECEIPTED_REJECTIONS = frozenset({REPLAY})
-RECEIPT_SLICE = 512  # receipts signed between pauses of a cut: ~5 ms of ES256
+RECEIPT_SLICE = 512  # receipts signed between pauses of a cut: ~20 ms of ES256
 
 SignFn = Callable[[bytes], bytes]
 
