@@ -584,7 +584,7 @@ class Application:
             batch = batch_mod.open_message(decoded.body)[1]
             return CheckResult(UNKNOWN_DEVICE, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
         revoked_id = device.device_id if device and device.revoked else None
-        batch = self._verified(decoded.body, certificate, revoked_id, now_s).batch
+        batch = self._verified(decoded.body, certificate, revoked_id, now_s, body_hash).batch
         head = CheckResult(OK, decoded.hash, tx.BATCH, batch.device_id, batch.seq)
         last_seq = None if device is None or device.last_seq < 0 else device.last_seq
         if device is not None and rules.check_replay(last_seq, batch, device.seen_mask):
@@ -594,12 +594,15 @@ class Application:
         return head
 
     def _verified(
-        self, body: bytes, certificate: bytes, revoked_id: str | None, now_s: int
+        self, body: bytes, certificate: bytes, revoked_id: str | None, now_s: int,
+        body_hash: bytes | None = None,
     ) -> Verified:
         """`verify_message`, remembered: it is a pure function of its arguments, and only
         the certificate's validity window depends on the time, so a remembered success
-        for the same bytes, certificate and revocation is re-checked against `now_s`."""
-        body_hash, cert_hash = _sha256(body), _sha256(certificate)
+        for the same bytes, certificate and revocation is re-checked against `now_s`.
+        `body_hash` is SHA-256 of `body` when the caller has it already."""
+        body_hash = _sha256(body) if body_hash is None else body_hash
+        cert_hash = _sha256(certificate)
         found = self._verified_cache.get(body_hash)
         if found is not None and found[:2] == (cert_hash, revoked_id):
             cert = found[2].certificate
@@ -747,35 +750,35 @@ class Application:
         return replace(result, violations=found)
 
     def _apply_batch(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> TxResult:
-        result = TxResult(decoded.hash, OK)
-        draft.batch_hashes.append(_sha256(decoded.body))
+        body_hash = _sha256(decoded.body)
+        draft.batch_hashes.append(body_hash)
+        device_id, seq = "", -1
         try:
-            message, batch = self._opened(decoded.body)
-            result = replace(result, device_id=batch.device_id, seq=batch.seq)
-            device = self._verified_device(draft, message.kcwt, decoded.body, batch, time_s)
-        except RemoteProtocolError as exc:
-            return self._reject(draft, replace(result, code=exc.code))
-        except _Rejected as exc:
-            return self._reject(draft, replace(result, code=exc.code))
-        return self._commit_batch(draft, device, decoded, batch, result, time_s)
+            message, batch = self._opened(decoded.body, body_hash)
+            device_id, seq = batch.device_id, batch.seq
+            device = self._verified_device(draft, message.kcwt, decoded.body, batch, time_s,
+                                           body_hash)
+        except (RemoteProtocolError, _Rejected) as exc:
+            return self._reject(draft, TxResult(decoded.hash, exc.code, device_id, seq))
+        return self._commit_batch(draft, device, decoded.hash, body_hash, batch, time_s)
 
-    def _opened(self, body: bytes) -> tuple[cose.Sign1, batch_mod.Batch]:
+    def _opened(self, body: bytes, body_hash: bytes) -> tuple[cose.Sign1, batch_mod.Batch]:
         """`batch.open_message`, answered from the verification cache when it can be."""
-        found = self._verified_cache.get(_sha256(body))
+        found = self._verified_cache.get(body_hash)
         if found is not None:
             return found[2].message, found[2].batch
         return batch_mod.open_message(body)
 
     def _verified_device(
         self, draft: _Draft, kcwt: bytes | None, body: bytes, batch: batch_mod.Batch,
-        time_s: int,
+        time_s: int, body_hash: bytes,
     ) -> Device:
         device = draft.device(batch.device_id)
         certificate = device.certificate if device and device.certificate else kcwt
         if certificate is None:
             raise _Rejected(UNKNOWN_DEVICE)
         revoked_id = device.device_id if device and device.revoked else None
-        verified = self._verified(body, certificate, revoked_id, time_s)
+        verified = self._verified(body, certificate, revoked_id, time_s, body_hash)
         if device is not None:
             return device
         if draft.device_count() >= DEVICES_MAX:
@@ -783,39 +786,41 @@ class Application:
         return Device(batch.device_id, certificate, tuple(verified.certificate.meters))
 
     def _commit_batch(
-        self, draft: _Draft, device: Device, decoded: tx.Tx, batch: batch_mod.Batch,
-        result: TxResult, time_s: int,
+        self, draft: _Draft, device: Device, tx_hash: bytes, body_hash: bytes,
+        batch: batch_mod.Batch, time_s: int,
     ) -> TxResult:
+        """Judge a verified batch by the rules and record it; a replay is rejected."""
+        device_id, seq = batch.device_id, batch.seq
         last_seq = None if device.last_seq < 0 else device.last_seq
-        body_hash = _sha256(decoded.body)
         replay = rules.check_replay(last_seq, batch, device.seen_mask)
         if replay is not None:
-            if batch.seq == device.last_seq and body_hash == device.last_batch_hash:
-                return replace(result, code=rules.DUPLICATE)
+            if seq == device.last_seq and body_hash == device.last_batch_hash:
+                return TxResult(tx_hash, rules.DUPLICATE, device_id, seq)
             draft.put(replace(device, violations=_count(device.violations, [replay])))
-            return self._reject(draft, replace(result, code=rules.REPLAY, violations=(replay,)))
-        late = last_seq is not None and batch.seq < last_seq
+            return self._reject(draft, TxResult(tx_hash, rules.REPLAY, device_id, seq,
+                                                violations=(replay,)))
+        late = last_seq is not None and seq < last_seq
         registers = (device.register_map() if late
                      else rules.next_registers(device.register_map(), batch))
         if len(registers) > REGISTERS_MAX:
-            return self._reject(draft, replace(result, code=TOO_MANY_REGISTERS))
-        seen_mask, missing = rules.next_window(last_seq, device.seen_mask, batch.seq)
+            return self._reject(draft, TxResult(tx_hash, TOO_MANY_REGISTERS, device_id, seq))
+        seen_mask, missing = rules.next_window(last_seq, device.seen_mask, seq)
         found = self._rule_violations(device, batch, missing, late, time_s)
         found += rules.check_verification(draft.periods, batch) if draft.periods else ()
         first_leaf = draft.log.size + len(draft.leaves)
         for group in batch.meters:
-            draft.leaves.append(leaf_bytes(batch.device_id, batch.seq, group.meter_id, body_hash))
-            draft.leaf_keys.append((batch.device_id, batch.seq, group.meter_id))
+            draft.leaves.append(leaf_bytes(device_id, seq, group.meter_id, body_hash))
+            draft.leaf_keys.append((device_id, seq, group.meter_id))
+        changes: dict[str, Any] = {"seen_mask": seen_mask, "batches": device.batches + 1,
+                                   "violations": _count(device.violations, found)}
         if not late:  # the newest batch: its seq, hash, height and registers are on record
-            device = replace(device, last_seq=batch.seq, last_batch_hash=body_hash,
-                             last_height=draft.height, registers=_register_rows(registers))
-        draft.put(replace(device, seen_mask=seen_mask, batches=device.batches + 1,
-                          violations=_count(device.violations, found)))
+            changes.update(last_seq=seq, last_batch_hash=body_hash, last_height=draft.height,
+                           registers=_register_rows(registers))
+        draft.put(replace(device, **changes))
         draft.batches += 1
         draft.readings += len(batch.meters)
         draft.violations += len(found)
-        return replace(result, first_leaf=first_leaf, leaf_count=len(batch.meters),
-                       violations=tuple(found))
+        return TxResult(tx_hash, OK, device_id, seq, first_leaf, len(batch.meters), tuple(found))
 
     def _rule_violations(
         self, device: Device, batch: batch_mod.Batch, missing: int, late: bool, time_s: int
