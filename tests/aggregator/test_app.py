@@ -7,6 +7,8 @@ import pickle
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator import app as app_mod
 from aggregator import rules, tx
@@ -385,3 +387,27 @@ def test_registers_per_device_are_bounded(world: World, monkeypatch: pytest.Monk
     )
     assert codes(result) == [OK, "device.registers"]
     assert app.state.devices["gw-1"].last_seq == 1
+
+
+_ids = st.text(alphabet="abcdefgh-0123", min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.dictionaries(_ids, st.integers(0, 9), max_size=30),
+       changes=st.lists(st.dictionaries(_ids, st.integers(0, 9), max_size=10), max_size=4))
+def test_device_digests_carried_forward_equal_a_fresh_sort(
+        before: dict[str, int], changes: list[dict[str, int]]) -> None:
+    """Block after block, the digests `updated` carries forward are those a fresh sort
+    of every device gives, and so is the state root built from them."""
+    devices = {d: Device(d, batches=n) for d, n in before.items()}
+    digests = app_mod.DeviceDigests.of(devices)
+    for change in changes:
+        changed = {d: Device(d, batches=n, last_seq=n) for d, n in change.items()}
+        digests = digests.updated(changed, devices)
+        devices = {**devices, **changed}
+        fresh = app_mod.DeviceDigests.of(devices)
+        assert (digests.ids, digests.digests) == (fresh.ids, fresh.digests)
+        carried = app_mod.State(devices=devices, digests=digests)
+        assert carried.root() == app_mod.State(devices=devices).root()
+        plain = hashlib.sha256(b"".join(devices[d].digest for d in sorted(devices))).digest()
+        assert hashlib.sha256(b"".join(digests.digests)).digest() == plain
