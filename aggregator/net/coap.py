@@ -103,8 +103,12 @@ class UpResource(resource.Resource):  # type: ignore[misc]  # aiocoap is untyped
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
         # aiocoap reassembles Block1 uploads without a size bound; a block past the limit
-        # comes to render_post unassembled instead, and is refused there.
-        return not over_limit(request)
+        # comes to render_post unassembled instead, and is refused there.  A batch in one
+        # datagram (no Block1/Block2 option, the usual case) skips aiocoap's block spool
+        # and response cache: its answer is a few dozen bytes and there is nothing to
+        # assemble, and that bookkeeping was a tenth of the loop's time per request.
+        blockwise = request.opt.block1 is not None or request.opt.block2 is not None
+        return blockwise and not over_limit(request)
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         if over_limit(request):
