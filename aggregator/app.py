@@ -158,12 +158,12 @@ TOO_MANY_PERIODS = "document.periods"
 RECORDS_MAX = 200_000
 PERIODS_MAX = 64
 EXECUTE_SLICE_TXS = 256
+DOCUMENT_PREFIX = "document/"
+CUSTOMER_PREFIX = "customer/"
 
 T = TypeVar("T")
 Steps = Generator[None, None, T]
 """A computation that pauses with a bare `yield` and returns its result (`run_steps`)."""
-DOCUMENT_PREFIX = "document/"
-CUSTOMER_PREFIX = "customer/"
 
 VerifyFn = Callable[[bytes, bytes, bytes], bool]
 ProfileLimits = Mapping[str, tuple[float, float]]
@@ -643,13 +643,12 @@ class Application:
 
     def _verified(
         self, body: bytes, certificate: bytes, revoked_id: str | None, now_s: int,
-        body_hash: bytes | None = None,
+        body_hash: bytes,
     ) -> Verified:
         """`verify_message`, remembered: it is a pure function of its arguments, and only
         the certificate's validity window depends on the time, so a remembered success
         for the same bytes, certificate and revocation is re-checked against `now_s`.
-        `body_hash` is SHA-256 of `body` when the caller has it already."""
-        body_hash = _sha256(body) if body_hash is None else body_hash
+        `body_hash` is SHA-256 of `body`, which every caller has already."""
         cert_hash = _sha256(certificate)
         found = self._verified_cache.get(body_hash)
         if found is not None and found[:2] == (cert_hash, revoked_id):

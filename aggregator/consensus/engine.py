@@ -101,7 +101,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from hashlib import sha256
-from typing import Protocol, cast
+from typing import Protocol
 
 from edge.portable.errors import GridLedgerError
 
@@ -326,12 +326,16 @@ class BftEngine(SoloEngine):
             out.extend(self._gossip())
         return out
 
-    def cut_block(self, now_s: float) -> list[Action]:
-        return []  # blocks are decided by consensus, never cut alone
+    def cut_steps(self, now_s: float) -> Steps[list[Action]]:
+        """Never cuts (solo's `cut_block` runs this): blocks are decided by consensus."""
+        return []
+        yield  # a generator, like solo's
 
-    def handle_timeout_steps(self, now_s: float) -> Steps[list[Action]]:
-        """`handle_timeout` in one step: consensus decides blocks, nothing is cut here."""
-        return cast(list[Action], self.handle_timeout(now_s))
+    def handle_timeout_steps(  # type: ignore[override]
+        self, now_s: float
+    ) -> Steps[list[BftAction]]:
+        """`handle_timeout` in one step: timers and proposals, never a solo cut."""
+        return self.handle_timeout(now_s)
         yield  # a generator, like solo's
 
     def submit(
