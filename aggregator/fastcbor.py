@@ -14,10 +14,12 @@ strings — because the first byte of those encodings grows with their length.  
     encode(obj)      for objects whose maps are keyed by one kind each (every shape the
                      node's hot path builds); `tests/ledger/test_fastcbor.py` checks the
                      equality against the portable encoder on generated objects.
-    decode_pair(raw) the tx envelope [kind, body]: cbor2 reads it, and it counts only if
-                     re-encoding gives `raw` back byte for byte (so only a canonical
-                     envelope passes); anything else goes to the portable decoder, which
-                     returns the same value or raises its coded error.
+    decode_pair(raw) the tx envelope [kind, body]: read straight off the bytes when they
+                     are [small uint, bstr] in their one canonical encoding (what
+                     `tx.encode` makes: 0x82, the kind, the shortest bstr head, the
+                     body); else cbor2 reads it, and it counts only if re-encoding gives
+                     `raw` back byte for byte; anything else goes to the portable
+                     decoder, which returns the same value or raises its coded error.
     sign1(...)       a COSE_Sign1 without a kcwt, the bytes `edge.portable.cose.sign1`
                      would make (receipts: one per device per block).
 
@@ -43,9 +45,37 @@ def encode(obj: object) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
+_ARRAY_OF_TWO = 0x82
+_BYTES = 0x40  # major type 2, length in the head
+_UINT_INLINE_MAX = 23
+# Byte-string heads with a length after them: head byte -> (length bytes, shortest length)
+_LONG_BYTES = {0x58: (1, 24), 0x59: (2, 1 << 8), 0x5A: (4, 1 << 16)}
+
+
+def _canonical_pair(raw: bytes) -> list[object] | None:
+    """[uint 0..23, bstr] read off the bytes if `raw` is its canonical encoding, else None."""
+    if len(raw) < 3 or raw[0] != _ARRAY_OF_TWO or raw[1] > _UINT_INLINE_MAX:
+        return None
+    head = raw[2]
+    if _BYTES <= head < _BYTES + 24:
+        start, size = 3, head - _BYTES
+    elif head in _LONG_BYTES:
+        width, shortest = _LONG_BYTES[head]
+        start = 3 + width
+        size = int.from_bytes(raw[3:start], "big")
+        if len(raw) < start or size < shortest:
+            return None
+    else:
+        return None
+    return [raw[1], raw[start:]] if len(raw) == start + size else None
+
+
 def decode_pair(raw: bytes, **limits: int) -> object:
     """Decode a two-item array [unsigned int, bytes] fast; any other input exactly as
     `edge.portable.cbor.decode(raw, **limits)` would (value or coded error)."""
+    fast = _canonical_pair(raw)
+    if fast is not None:
+        return fast
     try:
         item = cbor2.loads(raw)
     except Exception:  # cbor2's own errors: let the reference decoder name the fault

@@ -58,6 +58,38 @@ def test_decode_pair_answers_garbage_as_the_portable_decoder(raw: bytes) -> None
     assert cbor.encode(fastcbor.decode_pair(raw)) == cbor.encode(expected)
 
 
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("kind", [0, 1, 5, 23, 24])
+def test_decode_pair_at_every_head_length(kind: int, size: int) -> None:
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert fastcbor.decode_pair(cbor.encode([kind, body])) == [kind, body]
+
+
+def _portable_or_error(raw: bytes) -> object:
+    try:
+        return cbor.decode(raw)
+    except DecodeError as exc:
+        return type(exc)
+
+
+@given(st.integers(0, 30), st.binary(max_size=300), st.integers(0, 310), st.integers(0, 255),
+       st.binary(max_size=3))
+def test_decode_pair_near_an_envelope_answers_as_the_portable_decoder(
+    kind: int, body: bytes, at: int, byte: int, tail: bytes
+) -> None:
+    """Envelopes with a byte changed, cut short or extended: the byte-level reading
+    must accept exactly what the portable decoder reads as the same pair."""
+    raw = bytearray(cbor.encode([kind, body]))
+    raw[at % len(raw)] = byte
+    for variant in (bytes(raw), bytes(raw[:at % len(raw)]), bytes(raw) + tail):
+        expected = _portable_or_error(variant)
+        if isinstance(expected, type):
+            with pytest.raises(expected):
+                fastcbor.decode_pair(variant)
+        else:
+            assert cbor.encode(fastcbor.decode_pair(variant)) == cbor.encode(expected)
+
+
 def test_decode_pair_refuses_a_non_canonical_envelope() -> None:
     longhand = bytes([0x82, 0x18, 0x01, 0x41, 0x00])  # kind 1 in two bytes
     with pytest.raises(DecodeError):
