@@ -49,6 +49,25 @@ def test_accepted_batch_answers_changed_with_a_short_acceptance(pki: Pki) -> Non
     run(scenario())
 
 
+def test_other_paths_and_methods_are_routed_as_aiocoap_routes_them(pki: Pki) -> None:
+    """Uploads skip the Site's copy; every other request still gets aiocoap's routing."""
+    message = pki.device("gw-coap-route").message(1)
+
+    async def scenario() -> list[str]:
+        async with serving(make_node(pki), loopback_config()) as server, coap_client() as cl:
+            base = f"coap://127.0.0.1:{server.ports['coap']}"
+            codes = []
+            for method, path in ((aiocoap.GET, "/gl/v1/up"), (aiocoap.POST, "/gl/v1/nope"),
+                                 (aiocoap.POST, "/gl/v1/up/extra"),
+                                 (aiocoap.GET, "/gl/v1/ack/gw-coap-route")):
+                request = aiocoap.Message(code=method, uri=base + path, payload=message)
+                request.opt.content_format = 18
+                codes.append(code_of(await cl.request(request).response))
+            return codes
+
+    assert run(scenario()) == ["4.05", "4.04", "4.04", "4.04"]
+
+
 def test_rejections_carry_their_code_and_coap_class(pki: Pki) -> None:
     device = pki.device("gw-coap-2")
     revoked = pki.device("gw-revoked")
