@@ -747,6 +747,7 @@ class Application:
             if index and index % EXECUTE_SLICE_TXS == 0:
                 yield
             results.append(self._apply(draft, raw, request))
+        yield  # the new state's roots are a slice of their own
         draft.log.extend(draft.leaves)
         state = draft.freeze(request)
         return FinalizeResult(request, tuple(results), state, state.root(), tuple(draft.leaves),

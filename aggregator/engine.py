@@ -34,8 +34,9 @@ MaxMessageCount / PreferredMaxBytes: next_deadline() is then already past), or t
 after the oldest pending tx arrived (BatchTimeout); there are no empty blocks.  The solo
 engine also offers `submit` (admission only, cheap, never writes) and `handle_timeout`
 (cuts every due block) as direct calls, and `handle_timeout_steps`, the same cut as a
-generator that pauses (a bare `yield`) while a block executes and its receipts are
-signed, so a shell can admit in between (`app.run_steps` drives one without pausing).
+generator that pauses (a bare `yield`) while a block executes, before its roots, before
+it is stored and while its receipts are signed, so a shell can admit in between
+(`app.run_steps` drives one without pausing).
 Cutting a block signs its commit with the node key and writes block, results and state
 to the injected store in one transaction.
 
@@ -492,6 +493,7 @@ class SoloEngine:
         time_s = max(int(now_s), self._last_time_s)
         result = yield from self.app.finalize_steps(
             FinalizeRequest(height, time_s, tuple(txs), self.signer.node_id))
+        yield  # storing the block is one step of its own: no pause inside it
         block = self._build(result)
         chain_id = self.app.config.chain_id
         seen = block_mod.sign_commit(chain_id, height, block.hash(),
@@ -500,6 +502,7 @@ class SoloEngine:
         self.mempool.remove(r.tx_hash for r in result.results)
         self.counters.executed(result.results)
         self._last_hash, self._last_time_s, self._last_commit = block.hash(), time_s, seen
+        yield  # the block is durable; its receipts are signed in slices
         receipts = yield from self._receipt_steps(result)
         return [Committed(block, result.results, app_hash), *receipts]
 

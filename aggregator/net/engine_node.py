@@ -24,8 +24,9 @@ Prechecks finish in any order (chunks on two workers), so messages are admitted 
 in arrival order through a small reorder queue: a device's seq n+1 must not reach
 check_tx before seq n, or n would be refused as a replay.
 
-The block task drives `engine.handle_timeout_steps`, which pauses every few dozen txs
-while a block executes and while its receipts are signed; at each pause the loop runs,
+The block task drives `engine.handle_timeout_steps`, which pauses every few hundred txs
+while a block executes, before its roots, before it is stored and while its receipts
+are signed; at each pause the loop runs,
 so prechecks keep being admitted and the pool keeps being fed during a 2000-tx block
 instead of idling behind it (admission reads only committed state, and the mempool
 keeps the block's txs until it is stored).
