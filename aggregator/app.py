@@ -417,7 +417,7 @@ class FinalizeResult:
 
 
 def leaf_bytes(device_id: str, seq: int, meter_id: str, batch_hash: bytes) -> bytes:
-    return fastcbor.encode([device_id, seq, meter_id, batch_hash])
+    return fastcbor.leaf(device_id, seq, meter_id, batch_hash)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,10 @@ Limits
     PROFILES_MAX          64      one per meter a certificate may list (cwt.MAX_METERS).
     REASON_CHARS_MAX      128     a revocation reason is a short note, not a document.
     SERIAL_CHARS_MAX      64      a meter serial, as device ids (`batch.valid_id`).
+    DECODED_MAX           16384   envelopes `decode` remembers: two default mempools
+                                  (4 × 2000 txs); only those of at most
+    DECODED_TX_BYTES_MAX  2048    bytes (a batch is ≤ 1 KiB), so the memo holds at most
+                                  ~70 MiB whatever it is sent.
 
 Errors
 ------
@@ -62,6 +66,7 @@ Errors
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -122,6 +127,8 @@ DOCUMENT_KINDS = ("calibration", "verification", "accreditation")
 REGISTRAR_SIGNER = "registrar"
 
 TX_BYTES_MAX = cose.MAX_MESSAGE_BYTES + 256
+DECODED_MAX = 16384
+DECODED_TX_BYTES_MAX = 2048
 PROFILES_MAX = cwt.MAX_METERS
 REASON_CHARS_MAX = 128
 SERIAL_CHARS_MAX = 64
@@ -227,18 +234,26 @@ def tx_hash(raw: bytes) -> bytes:
 
 def encode(kind: int, body: bytes) -> bytes:
     """The transaction bytes for a body of `kind`."""
-    raw = fastcbor.encode([kind, body])
+    raw = fastcbor.pair(kind, body)
     if len(raw) > TX_BYTES_MAX:
         raise TxLimitError(f"transaction of {len(raw)} bytes > {TX_BYTES_MAX}")
     return raw
 
 
 def decode(raw: bytes) -> Tx:
-    """Envelope of a transaction; the body is checked by whoever applies it."""
+    """Envelope of a transaction; the body is checked by whoever applies it.
+
+    Remembered (a pure function of `raw`): a batch is decoded at admission, again when
+    a block is proposed and again when it executes, from the same bytes object, whose
+    hash Python keeps after the first lookup."""
     if not isinstance(raw, bytes):
         raise TxFormatError("a transaction is bytes")
     if len(raw) > TX_BYTES_MAX:
         raise TxLimitError(f"transaction of {len(raw)} bytes > {TX_BYTES_MAX}")
+    return _remembered(raw) if len(raw) <= DECODED_TX_BYTES_MAX else _decode(raw)
+
+
+def _decode(raw: bytes) -> Tx:
     item = fastcbor.decode_pair(raw, max_depth=1, max_items=2, max_size_bytes=TX_BYTES_MAX)
     if not isinstance(item, list) or len(item) != 2:
         raise TxFormatError("a transaction is [kind, body]")
@@ -246,6 +261,9 @@ def decode(raw: bytes) -> Tx:
     if isinstance(kind, bool) or kind not in KINDS or not isinstance(body, bytes):
         raise TxFormatError("transaction kind must be 1..5 and its body bytes")
     return Tx(kind, body, raw, tx_hash(raw))
+
+
+_remembered = functools.lru_cache(maxsize=DECODED_MAX)(_decode)
 
 
 # -- registry statements ----------------------------------------------------------------

@@ -8,7 +8,7 @@ from hypothesis import given
 
 from aggregator import fastcbor
 from edge.portable import cbor, cose, receipt
-from edge.portable.errors import DecodeError
+from edge.portable.errors import DecodeError, LocalProtocolError
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**64), 2**64 - 1), st.binary(max_size=40),
@@ -111,3 +111,49 @@ def test_receipt_bytes_match_the_portable_receipt(device_id: str, rows: list[tup
     fast = fastcbor.sign1(payload, b"node-0", _fixed_signature)
     assert fast == cose.sign1(payload, b"node-0", _fixed_signature)
     assert fast == receipt.sign("node-0", device_id, entries, _fixed_signature)
+
+
+@given(st.integers(0, 2**64 - 1), st.binary(max_size=600))
+def test_pair_is_the_portable_encoding(kind: int, body: bytes) -> None:
+    assert fastcbor.pair(kind, body) == cbor.encode([kind, body])
+
+
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 65535, 65536])
+def test_pair_and_sign1_at_every_head_length(size: int) -> None:
+    body = bytes(size)
+    assert fastcbor.pair(1, body) == cbor.encode([1, body])
+    signed: list[bytes] = []
+
+    def sign(data: bytes) -> bytes:
+        signed.append(data)
+        return bytes(64)
+
+    if size > cose.MAX_PAYLOAD_BYTES:
+        with pytest.raises(LocalProtocolError):
+            fastcbor.sign1(body, b"node-0", sign)
+        with pytest.raises(LocalProtocolError):
+            cose.sign1(body, b"node-0", sign)
+        return
+    assert fastcbor.sign1(body, b"node-0", sign) == cose.sign1(body, b"node-0", _fixed_signature)
+    assert signed == [cbor.encode(["Signature1", cose.protected_header(b"node-0"), b"", body])]
+
+
+@given(st.text(max_size=70), st.integers(-(2**64), 2**64 - 1), st.text(max_size=70),
+       st.binary(min_size=32, max_size=32))
+def test_leaf_is_the_portable_encoding(device_id: str, seq: int, meter_id: str,
+                                       batch_hash: bytes) -> None:
+    assert (fastcbor.leaf(device_id, seq, meter_id, batch_hash)
+            == cbor.encode([device_id, seq, meter_id, batch_hash]))
+
+
+@given(st.binary(max_size=300), st.binary(min_size=1, max_size=cose.MAX_KID_BYTES))
+def test_sign1_signs_the_portable_sig_structure(payload: bytes, kid: bytes) -> None:
+    signed: list[bytes] = []
+
+    def sign(data: bytes) -> bytes:
+        signed.append(data)
+        return bytes(range(64))
+
+    fast = fastcbor.sign1(payload, kid, sign)
+    assert signed == [cbor.encode(["Signature1", cose.protected_header(kid), b"", payload])]
+    assert fast == cose.sign1(payload, kid, lambda _: bytes(range(64)))
