@@ -859,12 +859,20 @@ class Application:
         for group in batch.meters:
             draft.leaves.append(leaf_bytes(device_id, seq, group.meter_id, body_hash))
             draft.leaf_keys.append((device_id, seq, group.meter_id))
-        changes: dict[str, Any] = {"seen_mask": seen_mask, "batches": device.batches + 1,
-                                   "violations": _count(device.violations, found)}
-        if not late:  # the newest batch: its seq, hash, height and registers are on record
-            changes.update(last_seq=seq, last_batch_hash=body_hash, last_height=draft.height,
-                           registers=_register_rows(registers))
-        draft.put(replace(device, **changes))
+        violations = _count(device.violations, found)
+        if late:  # an older batch: only its window bit and the counts change
+            draft.put(replace(device, seen_mask=seen_mask, batches=device.batches + 1,
+                              violations=violations))
+        else:  # the newest batch: its seq, hash, height and registers are on record
+            # Every field spelled out (replace() spends more time finding the fields
+            # than this call takes); tests/aggregator/test_app.py holds the list complete.
+            draft.put(Device(
+                device_id=device.device_id, certificate=device.certificate,
+                meters=device.meters, profiles=device.profiles, revoked=device.revoked,
+                registry_time_s=device.registry_time_s, last_seq=seq,
+                last_batch_hash=body_hash, last_height=draft.height,
+                registers=_register_rows(registers), batches=device.batches + 1,
+                violations=violations, seen_mask=seen_mask))
         draft.batches += 1
         draft.readings += len(batch.meters)
         draft.violations += len(found)

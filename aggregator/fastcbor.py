@@ -21,7 +21,8 @@ strings — because the first byte of those encodings grows with their length.  
                      `raw` back byte for byte; anything else goes to the portable
                      decoder, which returns the same value or raises its coded error.
     sign1(...)       a COSE_Sign1 without a kcwt, the bytes `edge.portable.cose.sign1`
-                     would make (receipts: one per device per block).
+                     would make (receipts: one per device per block), and
+    receipt_payload  its payload, byte by byte like the two below.
     pair(kind, body), leaf(device, seq, meter, hash)
                      the tx envelope and a readings-log leaf, built byte by byte: fixed
                      shapes of heads and strings, where cbor2's generic encoder spends
@@ -143,5 +144,11 @@ def receipt_payload(device_id: str, entries: list[receipt.Entry]) -> bytes:
     """`edge.portable.receipt.encode_payload`, at C speed."""
     if not 0 < len(entries) <= receipt.MAX_ENTRIES:
         raise receipt.ReceiptError("a receipt holds 1.." + str(receipt.MAX_ENTRIES) + " entries")
-    rows = [[e.seq, e.status, e.height] for e in entries]
-    return encode({receipt.R_DEVICE: device_id, receipt.R_ENTRIES: rows})
+    if any(e.seq < 0 or e.height < 0 for e in entries):  # not a receipt a node makes
+        rows = [[e.seq, e.status, e.height] for e in entries]
+        return encode({receipt.R_DEVICE: device_id, receipt.R_ENTRIES: rows})
+    return b"".join([
+        b"\xa2", _head(0, receipt.R_DEVICE), _text(device_id),
+        _head(0, receipt.R_ENTRIES), _head(4, len(entries)),
+        *(b"\x83" + _head(0, e.seq) + _text(e.status) + _head(0, e.height) for e in entries),
+    ])

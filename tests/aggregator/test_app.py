@@ -107,6 +107,27 @@ def test_first_sight_enrollment_from_kcwt(world: World) -> None:
     assert codes(run_block(app, [world.batch_tx("gw-1", 2, kcwt=False)])) == [OK]
 
 
+def test_a_committed_batch_keeps_every_registry_field_of_its_device(world: World) -> None:
+    """Execution builds the next Device field by field; a field added to Device must be
+    added there too (this list fails first), and none of the registry's may be lost."""
+    import dataclasses
+
+    assert [f.name for f in dataclasses.fields(Device)] == [
+        "device_id", "certificate", "meters", "profiles", "revoked", "registry_time_s",
+        "last_seq", "last_batch_hash", "last_height", "registers", "batches", "violations",
+        "seen_mask"]
+    app = world.app()
+    run_block(app, [world.enroll_tx("gw-1", {"M1": PROFILE})])
+    enrolled = app.state.devices["gw-1"]
+    run_block(app, [world.batch_tx("gw-1", 3)], time_s=T0 + 1)
+    run_block(app, [world.batch_tx("gw-1", 2)], time_s=T0 + 2)  # late: below last_seq
+    after = app.state.devices["gw-1"]
+    registry = ("device_id", "certificate", "meters", "profiles", "revoked", "registry_time_s")
+    assert [getattr(after, f) for f in registry] == [getattr(enrolled, f) for f in registry]
+    assert (after.last_seq, after.last_height, after.batches) == (3, 2, 2)
+    assert after.registers and after.seen_mask != enrolled.seen_mask
+
+
 def test_rule_violations_are_recorded_and_the_batch_committed(world: World) -> None:
     app = world.app()
     run_block(
