@@ -168,7 +168,7 @@ class AckResource(resource.ObservableResource, resource.PathCapable):  # type: i
     def _on_receipt(self, item: CommitReceipt) -> None:
         for observation in list(self._watchers.get(item.device_id, ())):
             observation.trigger()  # type: ignore[attr-defined]
-            self._metrics.receipts_out.labels(TRANSPORT_COAP).inc()
+            self._metrics.of(self._metrics.receipts_out, TRANSPORT_COAP).inc()
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
         device = self._device(request)

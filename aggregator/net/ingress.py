@@ -76,7 +76,7 @@ class Ingress:
         `again` marks a retry after overload, so the message is not counted twice in.
         """
         if not again:
-            self._metrics.messages_in.labels(transport).inc()
+            self._metrics.of(self._metrics.messages_in, transport).inc()
         if len(message) > MESSAGE_BYTES_MAX:
             return self._count(transport, Admission.rejected(
                 CODE_TOO_LARGE, f"{len(message)} > {MESSAGE_BYTES_MAX} bytes"))
@@ -100,15 +100,16 @@ class Ingress:
 
     def refuse(self, transport: str, code: str, reason: str) -> Admission:
         """Count and reject a message the transport turned away before the node."""
-        self._metrics.messages_in.labels(transport).inc()
+        self._metrics.of(self._metrics.messages_in, transport).inc()
         return self._count(transport, Admission.rejected(code, reason))
 
     def _enter(self, transport: str, delta: int) -> None:
         self._inflight[transport] += delta
-        self._metrics.queue_depth.labels("ingress_" + transport).set(self._inflight[transport])
+        depth = self._metrics.of(self._metrics.queue_depth, "ingress_" + transport)
+        depth.set(self._inflight[transport])
 
     def _count(self, transport: str, admission: Admission) -> Admission:
-        self._metrics.admissions.labels(transport, admission.outcome).inc()
+        self._metrics.of(self._metrics.admissions, transport, admission.outcome).inc()
         if admission.outcome == "rejected":
             self._metrics.reject(transport, admission.code)
             log.debug("rejected", extra={"fields": {

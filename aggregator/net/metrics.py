@@ -11,9 +11,14 @@ one process (tests, the demo) count separately.
                                                 flight to the node; mqtt_outbox: receipts
                                                 waiting for the broker
     gl_net_mqtt_connected                       1 while connected to the broker
+
+`of(metric, *labels)` keeps each labelled child once it is made; the children are as few
+as the label values (transports, outcomes, queues, REJECT_CODES_MAX codes).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -42,12 +47,22 @@ class NetMetrics:
         self.queue_depth = Gauge("gl_net_queue_depth", "Queue depth", ["queue"], registry=r)
         self.mqtt_connected = Gauge("gl_net_mqtt_connected", "1 when connected", registry=r)
         self._codes: set[str] = set()
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def of(self, metric: Counter | Gauge, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus_client takes a lock and
+        builds the label tuple on every `labels` call, several times per message."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def reject(self, transport: str, code: str) -> None:
         if code not in self._codes and len(self._codes) >= REJECT_CODES_MAX:
             code = OTHER_CODE
         self._codes.add(code)
-        self.rejects.labels(transport, code).inc()
+        self.of(self.rejects, transport, code).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -220,7 +220,7 @@ class MqttTransport:
             self._outbox.popleft()
             self.dropped_receipts += 1
         self._outbox.append(item)
-        self._metrics.queue_depth.labels("mqtt_outbox").set(len(self._outbox))
+        self._metrics.of(self._metrics.queue_depth, "mqtt_outbox").set(len(self._outbox))
         self._outbox_ready.set()
 
     # -- connection ----------------------------------------------------------------------
@@ -321,7 +321,7 @@ class MqttTransport:
                 await client.publish(ack_topic(item.device_id), item.receipt, qos=1)
                 if self._outbox and self._outbox[0] is item:
                     self._outbox.popleft()
-                self._metrics.receipts_out.labels(TRANSPORT_MQTT).inc()
-                self._metrics.queue_depth.labels("mqtt_outbox").set(len(self._outbox))
+                self._metrics.of(self._metrics.receipts_out, TRANSPORT_MQTT).inc()
+                self._metrics.of(self._metrics.queue_depth, "mqtt_outbox").set(len(self._outbox))
             self._outbox_ready.clear()
             await self._outbox_ready.wait()
