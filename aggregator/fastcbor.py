@@ -21,12 +21,12 @@ strings — because the first byte of those encodings grows with their length.  
                      `raw` back byte for byte; anything else goes to the portable
                      decoder, which returns the same value or raises its coded error.
     sign1(...)       a COSE_Sign1 without a kcwt, the bytes `edge.portable.cose.sign1`
-                     would make (receipts: one per device per block), and
-    receipt_payload  its payload, byte by byte like the two below.
-    pair(kind, body), leaf(device, seq, meter, hash)
-                     the tx envelope and a readings-log leaf, built byte by byte: fixed
-                     shapes of heads and strings, where cbor2's generic encoder spends
-                     most of its time deciding what it was given.
+                     would make (receipts: one per device per block).
+    receipt_payload(...), pair(kind, body), leaf(device, seq, meter, hash)
+                     a receipt's payload, the tx envelope and a readings-log leaf.
+    These three and sign1 are built byte by byte from heads and strings (`_head`):
+    fixed shapes, where cbor2's generic encoder spends most of its time deciding what
+    it was given.
 
 Nothing here is needed for correctness: replacing each call by its portable twin gives the
 same bytes, only slower.
@@ -47,29 +47,21 @@ def encode(obj: object) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
-_ARRAY_OF_TWO = 0x82
-_BYTES = 0x40  # major type 2, length in the head
+_ARRAY_OF_TWO = b"\x82"
 _UINT_INLINE_MAX = 23
-# Byte-string heads with a length after them: head byte -> (length bytes, shortest length)
-_LONG_BYTES = {0x58: (1, 24), 0x59: (2, 1 << 8), 0x5A: (4, 1 << 16)}
+_BYTES_HEAD_SIZES = (3, 2, 1, 5)  # length in 2, 1, 0 or 4 bytes; a batch takes 2
 
 
 def _canonical_pair(raw: bytes) -> list[object] | None:
-    """[uint 0..23, bstr] read off the bytes if `raw` is its canonical encoding, else None."""
-    if len(raw) < 3 or raw[0] != _ARRAY_OF_TWO or raw[1] > _UINT_INLINE_MAX:
+    """[uint 0..23, bstr] read off the bytes if `raw` is its canonical encoding, else None:
+    the body is what follows the one head `_head` would write for its length."""
+    if len(raw) < 3 or raw[:1] != _ARRAY_OF_TWO or raw[1] > _UINT_INLINE_MAX:
         return None
-    head = raw[2]
-    if _BYTES <= head < _BYTES + 24:
-        start, size = 3, head - _BYTES
-    elif head in _LONG_BYTES:
-        width, shortest = _LONG_BYTES[head]
-        start = 3 + width
-        size = int.from_bytes(raw[3:start], "big")
-        if len(raw) < start or size < shortest:
-            return None
-    else:
-        return None
-    return [raw[1], raw[start:]] if len(raw) == start + size else None
+    for head_size in _BYTES_HEAD_SIZES:
+        size = len(raw) - 2 - head_size
+        if size >= 0 and raw[2:2 + head_size] == _head(2, size):
+            return [raw[1], raw[2 + head_size:]]
+    return None
 
 
 def decode_pair(raw: bytes, **limits: int) -> object:
@@ -98,6 +90,11 @@ def _head(major: int, value: int) -> bytes:
     raise LocalProtocolError("CBOR argument above 2**64 - 1")
 
 
+def _int(value: int) -> bytes:
+    """An integer: major type 0 for value >= 0, 1 (carrying -1 - value) below."""
+    return _head(0, value) if value >= 0 else _head(1, -1 - value)
+
+
 def _bytes(data: bytes) -> bytes:
     return _head(2, len(data)) + data
 
@@ -109,17 +106,15 @@ def _text(text: str) -> bytes:
 
 def pair(kind: int, body: bytes) -> bytes:
     """encode([kind, body]) for an unsigned `kind`: the tx envelope."""
-    return b"\x82" + _head(0, kind) + _bytes(body)
+    return _ARRAY_OF_TWO + _head(0, kind) + _bytes(body)
 
 
 def leaf(device_id: str, seq: int, meter_id: str, batch_hash: bytes) -> bytes:
-    """encode([device_id, seq, meter_id, batch_hash]) for seq >= 0: a log leaf."""
-    if seq < 0:
-        return encode([device_id, seq, meter_id, batch_hash])
-    return b"\x84" + _text(device_id) + _head(0, seq) + _text(meter_id) + _bytes(batch_hash)
+    """encode([device_id, seq, meter_id, batch_hash]): a readings-log leaf."""
+    return b"\x84" + _text(device_id) + _int(seq) + _text(meter_id) + _bytes(batch_hash)
 
 
-_SIGNATURE1 = _text("Signature1")
+_SIGNATURE1 = _text(cose.SIG_CONTEXT)
 _TAGGED_SIGN1 = b"\xd2\x84"  # tag 18, array of 4
 _EMPTY_MAP = b"\xa0"
 _EMPTY_BYTES = b"\x40"
@@ -129,8 +124,7 @@ def sign1(payload: bytes, kid: bytes, sign: Callable[[bytes], bytes],
           protected: bytes | None = None) -> bytes:
     """A tagged COSE_Sign1 over `payload` with an empty unprotected header; `protected`
     may be passed in when the caller keeps it (it depends only on `kid`)."""
-    if not 0 < len(kid) <= cose.MAX_KID_BYTES or len(payload) > cose.MAX_PAYLOAD_BYTES:
-        raise LocalProtocolError("kid or payload too long for a COSE_Sign1")
+    cose.check_sign1_sizes(kid, payload)
     if protected is None:
         protected = cose.protected_header(kid)
     body = _bytes(protected)
@@ -144,11 +138,8 @@ def receipt_payload(device_id: str, entries: list[receipt.Entry]) -> bytes:
     """`edge.portable.receipt.encode_payload`, at C speed."""
     if not 0 < len(entries) <= receipt.MAX_ENTRIES:
         raise receipt.ReceiptError("a receipt holds 1.." + str(receipt.MAX_ENTRIES) + " entries")
-    if any(e.seq < 0 or e.height < 0 for e in entries):  # not a receipt a node makes
-        rows = [[e.seq, e.status, e.height] for e in entries]
-        return encode({receipt.R_DEVICE: device_id, receipt.R_ENTRIES: rows})
     return b"".join([
         b"\xa2", _head(0, receipt.R_DEVICE), _text(device_id),
         _head(0, receipt.R_ENTRIES), _head(4, len(entries)),
-        *(b"\x83" + _head(0, e.seq) + _text(e.status) + _head(0, e.height) for e in entries),
+        *(b"\x83" + _int(e.seq) + _text(e.status) + _int(e.height) for e in entries),
     ])

@@ -93,9 +93,18 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+SIG_CONTEXT = "Signature1"
+
+
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     """The bytes ES256 signs (RFC 9052 §4.4), with an empty external_aad."""
-    return cbor.encode(["Signature1", protected, b"", payload])
+    return cbor.encode([SIG_CONTEXT, protected, b"", payload])
+
+
+def check_sign1_sizes(kid: bytes, payload: bytes) -> None:
+    """Refuse to sign what no verifier here would accept: kid and payload beyond limits."""
+    if not 0 < len(kid) <= MAX_KID_BYTES or len(payload) > MAX_PAYLOAD_BYTES:
+        raise LocalProtocolError("kid or payload too long for a COSE_Sign1")
 
 
 def protected_header(kid: bytes) -> bytes:
@@ -109,8 +118,7 @@ def sign1(
     kcwt: bytes | None = None,
 ) -> bytes:
     """A tagged COSE_Sign1 over `payload`; `sign(tbs) -> r || s` is the key's ES256."""
-    if not 0 < len(kid) <= MAX_KID_BYTES or len(payload) > MAX_PAYLOAD_BYTES:
-        raise LocalProtocolError("kid or payload too long for a COSE_Sign1")
+    check_sign1_sizes(kid, payload)
     if kcwt is not None and (not isinstance(kcwt, bytes) or len(kcwt) > MAX_KCWT_BYTES):
         raise LocalProtocolError("kcwt must be at most " + str(MAX_KCWT_BYTES) + " bytes")
     protected = protected_header(kid)
