@@ -428,6 +428,43 @@ class Prechecked:
     certificate_hash: bytes
     verified: Verified
 
+    def __reduce__(self) -> tuple[Callable[..., Prechecked], tuple[object, ...]]:
+        """Pickle as one flat tuple of plain values: a worker sends one of these per
+        batch, and the node's loop unpickles it in a third of the time the default
+        object-by-object form takes (`Sign1`, `Batch`, its groups and records, the
+        certificate)."""
+        message, batch, cert = self.verified.message, self.verified.batch, self.verified.certificate
+        groups = tuple((g.meter_id, g.read_time_s, tuple((r.name, r.value, r.unit)
+                                                          for r in g.records))
+                       for g in batch.meters)
+        return _prechecked_from, (
+            self.body_hash, self.certificate_hash,
+            message.protected, message.alg, message.kid, message.unprotected,
+            message.payload, message.signature,
+            batch.device_id, batch.seq, batch.sent_at_s, batch.clock_synced, groups,
+            cert.issuer, cert.device_id, cert.public_key, cert.issued_at, cert.expires_at,
+            cert.meters)
+
+
+def _prechecked_from(
+    body_hash: bytes, certificate_hash: bytes,
+    protected: bytes, alg: int, kid: bytes, unprotected: dict[object, object],
+    payload: bytes, signature: bytes,
+    device_id: str, seq: int, sent_at_s: int, clock_synced: bool,
+    groups: tuple[tuple[str, int, tuple[tuple[str, int | float | str, str], ...]], ...],
+    issuer: str, cert_device_id: str, public_key: bytes, issued_at: int, expires_at: int,
+    cert_meters: list[str],
+) -> Prechecked:
+    """`Prechecked.__reduce__`'s inverse."""
+    message = cose.Sign1(protected, alg, kid, unprotected, payload, signature)
+    meters = [batch_mod.MeterGroup(meter_id, read_time_s,
+                                   [batch_mod.Record(*r) for r in records])
+              for meter_id, read_time_s, records in groups]
+    batch = batch_mod.Batch(device_id, seq, sent_at_s, clock_synced, meters)
+    cert = cwt.DeviceCertificate(issuer, cert_device_id, public_key, issued_at, expires_at,
+                                 cert_meters)
+    return Prechecked(body_hash, certificate_hash, Verified(message, batch, cert))
+
 
 def precheck(
     message: bytes, registrar_public_key: bytes, now_s: int, verify_fn: VerifyFn

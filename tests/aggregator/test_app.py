@@ -382,6 +382,28 @@ def test_precheck_moves_the_signatures_off_the_application(world: World) -> None
     assert calls == []
 
 
+def _fields(value: object) -> object:
+    """An object graph as nested plain values: every attribute, recursively."""
+    if isinstance(value, list | tuple):
+        return [_fields(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _fields(v) for k, v in value.items()}
+    if hasattr(value, "__dict__"):
+        return (type(value).__name__, {k: _fields(v) for k, v in vars(value).items()})
+    return (type(value).__name__, value)
+
+
+def test_a_shipped_precheck_keeps_every_field(world: World) -> None:
+    """Prechecked pickles flat; what arrives has every attribute of what left, down to
+    each record's type, for a batch of two meters with an integer and a float each."""
+    message = world.message("gw-1", 7, energy=123_456, voltage=231.5, meters=("M1", "M2"))
+    prechecked = app_mod.precheck(message, world.registrar.public_key(), T0, crypto.verify)
+    assert prechecked is not None
+    shipped = pickle.loads(pickle.dumps(prechecked, pickle.HIGHEST_PROTOCOL))
+    assert _fields(shipped) == _fields(prechecked)
+    assert len(shipped.verified.batch.meters) == 2
+
+
 def test_precheck_of_another_message_is_ignored(world: World) -> None:
     app = world.app()
     other = app_mod.precheck(
