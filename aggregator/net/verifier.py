@@ -91,6 +91,11 @@ def _warm_up() -> int:
     return 0
 
 
+def _load(work: object) -> None:
+    """A worker's initializer: `work` arrives pickled by name, so unpickling it has
+    already imported its module (for the precheck pool, the whole ledger, ~0.1 s)."""
+
+
 class InlineVerifier:
     """Checks in the caller's thread: the single-process baseline."""
 
@@ -153,12 +158,14 @@ class BatchingPool(Generic[R]):
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
-        return concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context)
+        return concurrent.futures.ProcessPoolExecutor(
+            self._workers, mp_context=context, initializer=_load, initargs=(self._work,))
 
     async def start(self) -> None:
         self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
-        # Start every worker now, not on the first message.
+        # Start every worker now, not on the first message; each imports `work`'s
+        # module as it starts (`_load`), even one the warm-up calls do not reach.
         await asyncio.gather(
             *(loop.run_in_executor(self._pool, _warm_up) for _ in range(self._workers))
         )
