@@ -425,7 +425,6 @@ class Prechecked:
     """The state-free part of checking a batch, done ahead (picklable)."""
 
     body_hash: bytes
-    certificate_hash: bytes
     verified: Verified
 
     def __reduce__(self) -> tuple[Callable[..., Prechecked], tuple[object, ...]]:
@@ -438,7 +437,7 @@ class Prechecked:
                                                           for r in g.records))
                        for g in batch.meters)
         return _prechecked_from, (
-            self.body_hash, self.certificate_hash,
+            self.body_hash,
             message.protected, message.alg, message.kid, message.unprotected,
             message.payload, message.signature,
             batch.device_id, batch.seq, batch.sent_at_s, batch.clock_synced, groups,
@@ -447,7 +446,7 @@ class Prechecked:
 
 
 def _prechecked_from(
-    body_hash: bytes, certificate_hash: bytes,
+    body_hash: bytes,
     protected: bytes, alg: int, kid: bytes, unprotected: dict[object, object],
     payload: bytes, signature: bytes,
     device_id: str, seq: int, sent_at_s: int, clock_synced: bool,
@@ -463,7 +462,7 @@ def _prechecked_from(
     batch = batch_mod.Batch(device_id, seq, sent_at_s, clock_synced, meters)
     cert = cwt.DeviceCertificate(issuer, cert_device_id, public_key, issued_at, expires_at,
                                  cert_meters)
-    return Prechecked(body_hash, certificate_hash, Verified(message, batch, cert))
+    return Prechecked(body_hash, Verified(message, batch, cert))
 
 
 def precheck(
@@ -481,7 +480,7 @@ def precheck(
     except RemoteProtocolError:  # no kcwt (cert.missing) is one of these
         return None
     kcwt = verified.message.kcwt
-    return None if kcwt is None else Prechecked(_sha256(message), _sha256(kcwt), verified)
+    return None if kcwt is None else Prechecked(_sha256(message), verified)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -657,10 +656,11 @@ class Application:
     def _check_batch(
         self, decoded: tx.Tx, now_s: int, prechecked: Prechecked | None
     ) -> CheckResult:
-        body_hash = _sha256(decoded.body)
+        body_hash = decoded.body_hash
         if prechecked is not None and prechecked.body_hash == body_hash:
-            self._remember(body_hash, prechecked.certificate_hash, None, prechecked.verified)
             message = prechecked.verified.message
+            assert message.kcwt is not None  # precheck declines a message without one
+            self._remember(body_hash, message.kcwt, None, prechecked.verified)
         else:
             message = cose.parse(decoded.body)
         device = self.state.devices.get(message.kid.decode("utf-8", "replace"))
@@ -686,22 +686,21 @@ class Application:
         the certificate's validity window depends on the time, so a remembered success
         for the same bytes, certificate and revocation is re-checked against `now_s`.
         `body_hash` is SHA-256 of `body`, which every caller has already."""
-        cert_hash = _sha256(certificate)
         found = self._verified_cache.get(body_hash)
-        if found is not None and found[:2] == (cert_hash, revoked_id):
+        if found is not None and found[0] == certificate and found[1] == revoked_id:
             cert = found[2].certificate
             if cert.issued_at <= now_s < cert.expires_at:
                 return found[2]
         revoked = None if revoked_id is None else {revoked_id}
         verified = verify_message(body, self.config.registrar_public_key, now_s, self._verify,
                                   certificate, revoked)
-        self._remember(body_hash, cert_hash, revoked_id, verified)
+        self._remember(body_hash, certificate, revoked_id, verified)
         return verified
 
     def _remember(
-        self, body_hash: bytes, cert_hash: bytes, revoked_id: str | None, verified: Verified
+        self, body_hash: bytes, certificate: bytes, revoked_id: str | None, verified: Verified
     ) -> None:
-        self._verified_cache[body_hash] = (cert_hash, revoked_id, verified)
+        self._verified_cache[body_hash] = (certificate, revoked_id, verified)
         if len(self._verified_cache) > VERIFIED_BATCHES_MAX:
             self._verified_cache.popitem(last=False)
 
@@ -726,8 +725,8 @@ class Application:
         for raw in txs:
             if len(chosen) == txs_max or size + len(raw) > bytes_max:
                 break
-            digest = _sha256(raw)
-            if digest in seen or not _decodes(raw):
+            digest = _tx_hash(raw)
+            if digest is None or digest in seen:
                 continue
             seen.add(digest)
             chosen.append(raw)
@@ -804,11 +803,10 @@ class Application:
         return pending.state_root
 
     def _apply(self, draft: _Draft, raw: bytes, request: FinalizeRequest) -> TxResult:
-        digest = _sha256(raw)
         try:
             decoded = tx.decode(raw)
         except RemoteProtocolError as exc:
-            return self._reject(draft, TxResult(digest, exc.code))
+            return self._reject(draft, TxResult(_sha256(raw), exc.code))
         if decoded.kind == tx.BATCH:
             return self._apply_batch(draft, decoded, request.time_s)
         try:
@@ -821,8 +819,8 @@ class Application:
             else:
                 self._apply_customer(draft, decoded, request.time_s)
         except GridLedgerError as exc:
-            return TxResult(digest, exc.code)
-        return TxResult(digest, OK)
+            return TxResult(decoded.hash, exc.code)
+        return TxResult(decoded.hash, OK)
 
     def _reject(self, draft: _Draft, result: TxResult) -> TxResult:
         """A rejected batch: a violation record on chain, no effect on the device."""
@@ -835,7 +833,7 @@ class Application:
         return replace(result, violations=found)
 
     def _apply_batch(self, draft: _Draft, decoded: tx.Tx, time_s: int) -> TxResult:
-        body_hash = _sha256(decoded.body)
+        body_hash = decoded.body_hash
         draft.batch_hashes.append(body_hash)
         device_id, seq = "", -1
         try:
@@ -1029,9 +1027,9 @@ def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _decodes(raw: bytes) -> bool:
+def _tx_hash(raw: bytes) -> bytes | None:
+    """The hash of a tx that decodes, else None."""
     try:
-        tx.decode(raw)
+        return tx.decode(raw).hash
     except RemoteProtocolError:
-        return False
-    return True
+        return None

@@ -187,6 +187,12 @@ class Tx:
     def kind_name(self) -> str:
         return KIND_NAMES[self.kind]
 
+    @functools.cached_property
+    def body_hash(self) -> bytes:
+        """SHA-256 of the body: for a batch, the hash the ledger knows it by.  Kept with
+        the decoded tx, which `decode` remembers, so admission and execution share it."""
+        return hashlib.sha256(self.body).digest()
+
 
 @dataclass(frozen=True)
 class Enrollment:
