@@ -3,8 +3,13 @@
 Theory of operation
 -------------------
 A registrar (`certs.registrar.Registrar`) in a temporary directory certifies `--devices`
-simulated gateways, one meter each; each gateway signs one batch with its kcwt
-certificate.  Nothing is cached between runs.  Then, in one run on the same messages:
+simulated gateways, one meter each; each gateway signs `--batches` batches (seq 1, 2, ...)
+with its kcwt certificate, and they are pushed in rounds: every device's seq 1, then
+every device's seq 2, and so on, as a fleet reporting on a schedule would.  The default,
+three batches a device, makes the run long enough that the first block's fill and the
+last block's BatchTimeout do not dominate it, and takes every device through both its
+first batch (enrolled on first sight) and later ones (found in the registry).  Nothing
+is cached between runs.  Then, in one run on the same messages:
 
     limit     `edge.portable.verify.verify_message` with `edge.crypto.verify` (COSE parse,
               certificate ES256, batch ES256) in one process and in two processes, both
@@ -14,9 +19,9 @@ certificate.  Nothing is cached between runs.  Then, in one run on the same mess
     direct    a real node directory (`aggregator.node.init` / `open_node`, the collector
               set as `aggregator run` sets it) behind `EngineNode.with_pool` (prechecks
               on two worker processes), fed through `EngineNode.submit` with
-              `--inflight` submissions at a time (default 1024: 10,000 devices with a
-              batch each do not queue politely; the mempool holds 8,000): the ledger
-              without a transport.
+              `--inflight` submissions at a time (default 1024: 10,000 devices
+              uploading at once do not queue politely; the mempool holds 8,000): the
+              ledger without a transport.
     coap      the same behind `NodeServer`, fed over CoAP on loopback by `--inflight`
               aiocoap client endpoints (default 64), one request each at a time, in a
               process of their own (the devices are not the node; on two cores they
@@ -28,10 +33,12 @@ the sample that shows the last reading; this burst figure includes filling the p
 once, the first block's commit latency), the sustained rate (the readings committed
 after the first block, over the time from the first block's commit to the last), commit
 latency p50/p99 (a batch's first arrival
-at `node.submit` to its commit receipt out of `node.receipts()`), and bytes on disk a
-reading (ledger.sqlite and its WAL over the readings committed).
+at `node.submit` to the first commit receipt naming its seq out of `node.receipts()`;
+the receipts are read after the run, so reading them costs the node nothing), and bytes
+on disk a reading (ledger.sqlite and its WAL over the readings committed).
 
-    python bench/bench_ingest.py [--devices 10000] [--transport coap|direct] [--inflight N]
+    python bench/bench_ingest.py [--devices 10000] [--batches 3] [--transport coap|direct]
+                                 [--inflight N]
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import statistics
 import sys
@@ -59,6 +67,8 @@ from aggregator.net.server import NetConfig, NodeServer
 from certs.registrar import Registrar
 from edge import crypto
 from edge.portable import batch as batch_mod
+from edge.portable import cose
+from edge.portable import receipt as receipt_mod
 from edge.portable.verify import verify_message
 from gridledger.machine import summary
 
@@ -69,28 +79,35 @@ SAMPLE_S = 0.01        # status sampling period
 RUN_TIMEOUT_S = 120.0  # a node run that has not committed everything by then is reported
 GOAL = 0.6
 INFLIGHT = {"direct": 1024, "coap": 64}  # per transport, unless --inflight says
+BATCHES = 3            # a device's batches in a run, unless --batches says
+ENERGY_STEP_J = 3_600_000  # what a meter's energy register grows by between batches
 
 
 @dataclass(frozen=True)
 class Signed:
     device_id: str
+    seq: int
     message: bytes
 
 
-def sign_batches(ca_dir: Path, devices: int, now_s: int) -> tuple[bytes, list[Signed]]:
+def sign_batches(ca_dir: Path, devices: int, now_s: int, batches: int = 1
+                 ) -> tuple[bytes, list[Signed]]:
+    """`batches` signed batches of each of `devices` new devices, in rounds of seq."""
     registrar = Registrar.init(ca_dir)
-    signed = []
+    rounds: list[list[Signed]] = [[] for _ in range(batches)]
     for n in range(devices):
         device_id = f"gw-{n:05d}"
         issued = registrar.issue(device_id, now_s - 60, meters=(METER,))
         assert issued.device_key is not None
-        records = [batch_mod.Record("1-0:1.8.0", 1_000_000 + n, "J"),
-                   batch_mod.Record("1-0:1.7.0", 512.5, "W")]
-        group = batch_mod.MeterGroup(METER, now_s - 1, records)
-        item = batch_mod.Batch(device_id, 1, now_s, True, [group])
-        signed.append(Signed(device_id, batch_mod.sign(item, issued.device_key.sign,
-                                                       issued.certificate)))
-    return registrar.public_key, signed
+        for seq in range(1, batches + 1):
+            sent_s = now_s - batches + seq
+            records = [batch_mod.Record("1-0:1.8.0", 1_000_000 + n + seq * ENERGY_STEP_J, "J"),
+                       batch_mod.Record("1-0:1.7.0", 512.5, "W")]
+            group = batch_mod.MeterGroup(METER, sent_s - 1, records)
+            item = batch_mod.Batch(device_id, seq, sent_s, True, [group])
+            message = batch_mod.sign(item, issued.device_key.sign, issued.certificate)
+            rounds[seq - 1].append(Signed(device_id, seq, message))
+    return registrar.public_key, [s for round_ in rounds for s in round_]
 
 
 # -- the limit ----------------------------------------------------------------------------
@@ -122,26 +139,36 @@ def verify_rate(messages: list[bytes], registrar_key: bytes, now_s: int, workers
 
 
 class TimedNode:
-    """The node port around an EngineNode, timing each device's submission to its receipt."""
+    """The node port around an EngineNode, noting when each batch first arrived and when
+    each receipt came out; `latencies_s` matches them up after the run."""
 
-    def __init__(self, inner: EngineNode, device_of: dict[bytes, str]) -> None:
+    def __init__(self, inner: EngineNode, batch_of: dict[bytes, tuple[str, int]]) -> None:
         self.inner = inner
-        self.device_of = device_of
-        self.sent_s: dict[str, float] = {}
-        self.latencies_s: list[float] = []
+        self.batch_of = batch_of
+        self.sent_s: dict[tuple[str, int], float] = {}
+        self.received: list[tuple[float, bytes]] = []
 
     async def submit(self, message: bytes, transport: str) -> Admission:
-        device_id = self.device_of.get(message)
-        if device_id is not None:  # a retry after overload keeps its first time
-            self.sent_s.setdefault(device_id, time.perf_counter())
+        key = self.batch_of.get(message)
+        if key is not None:  # a retry after overload keeps its first time
+            self.sent_s.setdefault(key, time.perf_counter())
         return await self.inner.submit(message, transport)
 
     async def receipts(self) -> AsyncIterator[CommitReceipt]:
         async for item in self.inner.receipts():
-            sent = self.sent_s.pop(item.device_id, None)  # one batch a device: first receipt
-            if sent is not None:
-                self.latencies_s.append(time.perf_counter() - sent)
+            self.received.append((time.perf_counter(), item.receipt))
             yield item
+
+    def latencies_s(self) -> list[float]:
+        """Each batch's first arrival to the first receipt naming its seq as committed."""
+        found: list[float] = []
+        for at_s, data in self.received:
+            device_id, entries = receipt_mod.parse_payload(cose.parse(data).payload)
+            for entry in entries:
+                sent = self.sent_s.pop((device_id, entry.seq), None)
+                if sent is not None and entry.status == receipt_mod.COMMITTED:
+                    found.append(at_s - sent)
+        return found
 
     def status(self) -> dict[str, object]:
         return self.inner.status()
@@ -291,7 +318,7 @@ async def node_run(transport: str, ca_dir: Path, data_dir: Path, signed: list[Si
     opened = node_mod.open_node(data_dir)
     node_mod.tune_collector()  # as `aggregator run` does
     inner = EngineNode.with_pool(opened.engine, opened.genesis.registrar_public_key)
-    node = TimedNode(inner, {s.message: s.device_id for s in signed})
+    node = TimedNode(inner, {s.message: (s.device_id, s.seq) for s in signed})
     await inner.start()
     server = None
     drain = None
@@ -316,14 +343,16 @@ async def node_run(transport: str, ca_dir: Path, data_dir: Path, signed: list[Si
         watched = await watches[0]
         await asyncio.sleep(0.2)  # let the last receipts out
     finally:
-        if drain is not None:
+        if drain is not None:  # a receipt drain that failed says so here
             drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
         if server is not None:
             await server.shutdown()
         await inner.shutdown()
         opened.store.close()
     disk = sum(p.stat().st_size for p in data_dir.glob("ledger.sqlite*"))
-    return Result(transport, watched, node.latencies_s, disk, refused)
+    return Result(transport, watched, node.latencies_s(), disk, refused)
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -336,6 +365,8 @@ def machine() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10000)
+    parser.add_argument("--batches", type=int, default=BATCHES,
+                        help=f"batches each device signs and sends (default {BATCHES})")
     parser.add_argument("--transport", choices=("coap", "direct"), default=None,
                         help="default: both")
     parser.add_argument("--inflight", type=int, default=None,
@@ -347,8 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gl-bench-ingest-") as tmp:
         now_s = int(time.time())
         start = time.perf_counter()
-        registrar_key, signed = sign_batches(Path(tmp) / "ca", args.devices, now_s)
-        print(f"signed {len(signed)} batches of {len(signed)} devices in "
+        registrar_key, signed = sign_batches(Path(tmp) / "ca", args.devices, now_s,
+                                             args.batches)
+        print(f"signed {len(signed)} batches of {args.devices} devices in "
               f"{time.perf_counter() - start:.1f} s")
         messages = [s.message for s in signed]
         before = [verify_rate(messages, registrar_key, now_s, w) for w in (1, 2)]
