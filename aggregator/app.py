@@ -659,8 +659,8 @@ class Application:
         body_hash = decoded.body_hash
         if prechecked is not None and prechecked.body_hash == body_hash:
             message = prechecked.verified.message
-            assert message.kcwt is not None  # precheck declines a message without one
-            self._remember(body_hash, message.kcwt, None, prechecked.verified)
+            # Verified against its own kcwt (precheck declines a message without one).
+            self._remember(body_hash, message.kcwt or b"", None, prechecked.verified)
         else:
             message = cose.parse(decoded.body)
         device = self.state.devices.get(message.kid.decode("utf-8", "replace"))
