@@ -127,11 +127,11 @@ def sign1(payload: bytes, kid: bytes, sign: Callable[[bytes], bytes],
     cose.check_sign1_sizes(kid, payload)
     if protected is None:
         protected = cose.protected_header(kid)
-    body = _bytes(protected)
-    signature = sign(b"\x84" + _SIGNATURE1 + body + _EMPTY_BYTES + _bytes(payload))
+    body, content = _bytes(protected), _bytes(payload)
+    signature = sign(b"\x84" + _SIGNATURE1 + body + _EMPTY_BYTES + content)
     if len(signature) != p256.SIGNATURE_BYTES:
         raise LocalProtocolError("ES256 signature must be 64 bytes")
-    return _TAGGED_SIGN1 + body + _EMPTY_MAP + _bytes(payload) + _bytes(signature)
+    return _TAGGED_SIGN1 + body + _EMPTY_MAP + content + _bytes(signature)
 
 
 def receipt_payload(device_id: str, entries: list[receipt.Entry]) -> bytes:
