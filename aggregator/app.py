@@ -725,7 +725,7 @@ class Application:
         for raw in txs:
             if len(chosen) == txs_max or size + len(raw) > bytes_max:
                 break
-            digest = _tx_hash(raw)
+            digest = _hash_if_decodes(raw)
             if digest is None or digest in seen:
                 continue
             seen.add(digest)
@@ -1027,7 +1027,7 @@ def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _tx_hash(raw: bytes) -> bytes | None:
+def _hash_if_decodes(raw: bytes) -> bytes | None:
     """The hash of a tx that decodes, else None."""
     try:
         return tx.decode(raw).hash
