@@ -26,3 +26,24 @@ def test_bench_ingest_commits_every_batch_directly_and_over_coap(
         assert "B/reading on disk" in line and "INCOMPLETE" not in line, out
         assert "p50 nan" not in line, out  # receipts were matched to their batches
     assert "goal: committed >= 0.6 of the limit" in out
+    # CPU per batch: the limit's, and each path's split into node process and workers
+    [limit_line] = [x for x in out.splitlines() if x.strip().startswith("limit: verify_message")]
+    assert float(limit_line.split()[2]) > 0, out
+    for transport in ("direct", "coap"):
+        [cpu_line] = [x for x in out.splitlines()
+                      if x.strip().startswith(f"{transport}: node process + workers")]
+        total_us, node_us, workers_us = _cpu_figures(cpu_line)
+        assert node_us > 0 and workers_us > 0, cpu_line  # both sides did work
+        assert abs(total_us - node_us - workers_us) <= 1, cpu_line
+    coap_line = next(x for x in out.splitlines() if x.strip().startswith("coap:"))
+    assert float(coap_line.split("; devices ")[1].split()[0]) > 0, coap_line
+    assert out.count("accounted ratio") == 2, out
+
+
+def _cpu_figures(line: str) -> tuple[float, float, float]:
+    """(total, node process, workers) µs from '  direct: node process + workers  417
+    (1.87)  = 140 + 277'."""
+    head, split = line.split(" = ", 1)
+    total = float(head.split("workers", 1)[1].split()[0])
+    node, workers = (float(x.split(";")[0]) for x in split.split(" + "))
+    return total, node, workers
