@@ -67,7 +67,8 @@ typecheck-firmware:
     MYPYPATH="{{justfile_directory()}}/edge:$stubs" mypy --config-file mypy.ini \
         --custom-typeshed-dir "$site" --no-incremental *.py
 
-# committed readings/s of one node (direct and over CoAP) against this machine's verify rate
+# committed readings/s of one node (direct and over CoAP) against this machine's verify rate,
+# and where the CPU went; --runs N judges the goal on the median of N runs
 bench-ingest *ARGS:
     python bench/bench_ingest.py {{ARGS}}
 
