@@ -67,8 +67,7 @@ typecheck-firmware:
     MYPYPATH="{{justfile_directory()}}/edge:$stubs" mypy --config-file mypy.ini \
         --custom-typeshed-dir "$site" --no-incremental *.py
 
-# committed readings/s of one node (direct and over CoAP) against this machine's verify rate,
-# and where the CPU went; --runs N judges the goal on the median of N runs
+# one node's committed readings/s (direct, CoAP) against this machine's verify rate; --runs N
 bench-ingest *ARGS:
     python bench/bench_ingest.py {{ARGS}}
 
