@@ -61,6 +61,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -128,15 +129,23 @@ def sign_batches(ca_dir: Path, devices: int, now_s: int, batches: int = 1
 
 
 @dataclass(frozen=True)
-class CpuSample:
-    """CPU seconds so far of this process, of its descendants but `apart` (a load
-    generator, which may exit before the span ends), and of the whole machine (busy
-    time over all cores)."""
+class CpuUse:
+    """CPU seconds of this process, of its descendants (the workers) but a load generator
+    kept apart, and of the whole machine (busy time over all cores), with the wall clock:
+    totals so far from `cpu_sample`, and what one span cost as `after - before`."""
 
     own_s: float
-    descendants_s: float
+    workers_s: float
     machine_s: float
     wall_s: float
+
+    def __sub__(self, before: CpuUse) -> CpuUse:
+        return CpuUse(self.own_s - before.own_s, self.workers_s - before.workers_s,
+                      self.machine_s - before.machine_s, self.wall_s - before.wall_s)
+
+    @property
+    def cores_busy(self) -> float:
+        return self.machine_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
 def _process_s(process: psutil.Process) -> float:
@@ -155,35 +164,17 @@ def _machine_busy_s() -> float:
     return float(total - idle)
 
 
-def cpu_sample(apart: frozenset[int] = frozenset()) -> CpuSample:
+def cpu_sample(apart: frozenset[int] = frozenset()) -> CpuUse:
+    """The totals so far; `apart` (a load generator that may exit before the span ends)
+    is left out of the descendants."""
     me = psutil.Process()
     children = me.children(recursive=True)
-    return CpuSample(
+    return CpuUse(
         own_s=_process_s(me),
-        descendants_s=sum(_process_s(c) for c in children if c.pid not in apart),
+        workers_s=sum(_process_s(c) for c in children if c.pid not in apart),
         machine_s=_machine_busy_s(),
         wall_s=time.perf_counter(),
     )
-
-
-@dataclass(frozen=True)
-class CpuUse:
-    """What one span cost, in CPU seconds: this process, its workers, and the machine's
-    busy core-seconds, over `wall_s`."""
-
-    own_s: float
-    workers_s: float
-    machine_s: float
-    wall_s: float
-
-    @classmethod
-    def between(cls, a: CpuSample, b: CpuSample) -> CpuUse:
-        return cls(b.own_s - a.own_s, b.descendants_s - a.descendants_s,
-                   b.machine_s - a.machine_s, b.wall_s - a.wall_s)
-
-    @property
-    def cores_busy(self) -> float:
-        return self.machine_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
 # -- the limit ----------------------------------------------------------------------------
@@ -209,16 +200,17 @@ def verify_rate(messages: list[bytes], registrar_key: bytes, now_s: int, workers
               for i in range(0, len(messages), CHUNK)]
     if workers == 1:
         _verify_chunk(chunks[0])  # warm up
-        start = cpu_sample()
-        done = sum(_verify_chunk(c) for c in chunks)
-        cpu = CpuUse.between(start, cpu_sample())
-        return Rate(done / cpu.wall_s, cpu)
+        return _timed(lambda: sum(map(_verify_chunk, chunks)))
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
         list(pool.map(_verify_chunk, chunks[:workers]))  # start and warm the workers
-        start = cpu_sample()
-        done = sum(pool.map(_verify_chunk, chunks))
-        cpu = CpuUse.between(start, cpu_sample())
-        return Rate(done / cpu.wall_s, cpu)
+        return _timed(lambda: sum(pool.map(_verify_chunk, chunks)))
+
+
+def _timed(verify_all: Callable[[], int]) -> Rate:
+    before = cpu_sample()
+    done = verify_all()
+    cpu = cpu_sample() - before
+    return Rate(done / cpu.wall_s, cpu)
 
 
 # -- the node -----------------------------------------------------------------------------
@@ -320,9 +312,8 @@ async def _watch(node: TimedNode, total: int, apart: frozenset[int]) -> Watched:
         if readings >= total:
             break
         await asyncio.sleep(SAMPLE_S)
-    after = cpu_sample(apart)
-    return Watched(readings, after.wall_s - start_s, *(first or (0.0, 0)),
-                   cpu=CpuUse.between(before, after))
+    cpu = cpu_sample(apart) - before
+    return Watched(readings, cpu.wall_s, *(first or (0.0, 0)), cpu=cpu)
 
 
 async def _drain(node: TimedNode) -> None:
@@ -466,7 +457,7 @@ def machine() -> str:
 def print_cpu(limit: Rate, messages: int, results: Sequence[Result]) -> None:
     """CPU per batch for the limit's best run and each node run, and the ratio they
     account for (module docstring)."""
-    cores = psutil.cpu_count() or 1
+    cores = os.cpu_count() or 1
     limit_us = (limit.cpu.own_s + limit.cpu.workers_s) / messages * 1e6
     print(f"\nCPU per batch, µs (cores busy, of {cores}):")
     print(f"  {'limit: verify_message':42} {limit_us:6.0f}  ({limit.cpu.cores_busy:.2f})")
