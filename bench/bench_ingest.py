@@ -254,14 +254,18 @@ class TimedNode:
 
 @dataclass(frozen=True)
 class Watched:
-    """What the status samples showed: readings committed by the end, when the end came,
-    and when the first block was seen committed with how many readings."""
+    """What the status samples showed: readings committed by the end, the CPU spent until
+    then (its wall time is when the end came), and when the first block was seen
+    committed with how many readings."""
 
     readings: int
-    elapsed_s: float
+    cpu: CpuUse
     first_s: float = 0.0
     first_readings: int = 0
-    cpu: CpuUse | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.cpu.wall_s
 
 
 @dataclass
@@ -313,7 +317,7 @@ async def _watch(node: TimedNode, total: int, apart: frozenset[int]) -> Watched:
             break
         await asyncio.sleep(SAMPLE_S)
     cpu = cpu_sample(apart) - before
-    return Watched(readings, cpu.wall_s, *(first or (0.0, 0)), cpu=cpu)
+    return Watched(readings, cpu, *(first or (0.0, 0)))
 
 
 async def _drain(node: TimedNode) -> None:
@@ -463,7 +467,7 @@ def print_cpu(limit: Rate, messages: int, results: Sequence[Result]) -> None:
     print(f"  {'limit: verify_message':42} {limit_us:6.0f}  ({limit.cpu.cores_busy:.2f})")
     for r in results:
         cpu = r.watched.cpu
-        if cpu is None or not r.readings:
+        if not r.readings:
             continue
         batches = r.readings  # one meter a device: a batch is a reading
         node_us, workers_us = cpu.own_s / batches * 1e6, cpu.workers_s / batches * 1e6
