@@ -134,7 +134,7 @@ def open_node(data_dir: Path) -> Node:
     limits = genesis.block_limits
     engine_limits = EngineLimits.from_block_limits(limits.max_txs, limits.max_bytes,
                                                    limits.timeout_ms)
-    signer = NodeSigner(node_id, key.sign)
+    signer = NodeSigner(node_id, key.sign, key.sign_random_nonce)
     engine: SoloEngine
     if len(genesis.validators) == 1:
         engine = SoloEngine(app, store, signer, genesis.hash(), genesis.genesis_time,

@@ -91,7 +91,8 @@ def _engine(directory: Path) -> SoloEngine:
     config = AppConfig(CHAIN_ID, REGISTRAR.public_key(), crypto.verify, profile_limits())
     app = Application(config, store.load_state(), store.nodes)
     limits = EngineLimits.from_block_limits(2000, 4 * 1024 * 1024, 200)
-    return SoloEngine(app, store, NodeSigner("node-0", NODE.sign), GENESIS_HASH, T0, limits)
+    signer = NodeSigner("node-0", NODE.sign, NODE.sign_random_nonce)
+    return SoloEngine(app, store, signer, GENESIS_HASH, T0, limits)
 
 
 class Run:

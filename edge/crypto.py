@@ -60,8 +60,13 @@ class SigningKey:
         return self._public
 
     def sign(self, message: bytes) -> bytes:
-        r, s = decode_dss_signature(self._key.sign(message, _ECDSA_DETERMINISTIC))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return _raw_signature(self._key.sign(message, _ECDSA_DETERMINISTIC))
+
+    def sign_random_nonce(self, message: bytes) -> bytes:
+        """`sign` with a nonce from OpenSSL's random generator instead of RFC 6979's:
+        the same 64-byte form, valid under the same key, cheaper, but different bytes
+        each time.  For a server's own messages that are verified, never compared."""
+        return _raw_signature(self._key.sign(message, _ECDSA))
 
     def to_pem(self) -> bytes:
         return self._key.private_bytes(
@@ -72,6 +77,11 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return "SigningKey(<secret>)"
+
+
+def _raw_signature(der: bytes) -> bytes:
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def _public_key_object(public_key: bytes) -> ec.EllipticCurvePublicKey:

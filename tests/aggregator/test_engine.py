@@ -140,6 +140,33 @@ def test_rejections_and_which_get_receipts(world: World) -> None:
     assert status["height"] == 1 and status["batches_committed"] == 1
 
 
+def test_receipts_are_signed_by_the_receipt_signer_and_blocks_by_the_node_key(
+    world: World,
+) -> None:
+    used: list[str] = []
+
+    def signer(name: str, sign: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+        def counted(message: bytes) -> bytes:
+            used.append(name)
+            return sign(message)
+        return counted
+
+    key = crypto.SigningKey.from_bytes(world.node.to_bytes())
+    node_signer = engine_mod.NodeSigner(NODE_ID, signer("block", key.sign),
+                                        signer("receipt", key.sign_random_nonce))
+    engine = SoloEngine(world.app(), engine_mod.MemoryBlockStore(), node_signer, GENESIS_HASH,
+                        T0, LIMITS)
+    engine.submit(world.batch_tx("gw-1", 1), T0)
+    first = engine.handle_timeout(T0 + 1)
+    assert used == ["block", "receipt"]
+    again = engine.submit(world.batch_tx("gw-1", 1), T0 + 2)  # its receipt was lost
+    replay = engine.submit(world.batch_tx("gw-1", 1, energy=9), T0 + 2)
+    assert used == ["block", "receipt", "receipt", "receipt"]
+    sent = [*first, Receipt("gw-1", again.receipt or b""), Receipt("gw-1", replay.receipt or b"")]
+    assert receipts_of(sent, world) == {"gw-1": [receipt.committed(1, 1), receipt.committed(1, 1),
+                                                 receipt.rejected(1, rules.REPLAY)]}
+
+
 def test_submit_message_wraps_a_transport_message(world: World) -> None:
     engine = world.engine(limits=LIMITS)
     result = engine.submit_message(world.message("gw-1", 1), T0)

@@ -42,6 +42,18 @@ def test_one_backend_verifies_the_other(signer: str, verifier: str) -> None:
         assert BACKENDS[verifier].verify(key.public_key(), message, signature), "seed 6979"
 
 
+def test_random_nonce_signatures_verify_on_both_backends_and_differ() -> None:
+    key = crypto.SigningKey.from_bytes(RFC6979_TEST_VECTOR_KEY)
+    message = b"sample"
+    first, second = key.sign_random_nonce(message), key.sign_random_nonce(message)
+    assert first != second != RFC6979_SIGNATURES[message]
+    for signature in (first, second):
+        assert len(signature) == p256.SIGNATURE_BYTES
+        assert crypto.verify(RFC6979_PUBLIC, message, signature)
+        assert p256.verify(RFC6979_PUBLIC, message, signature)
+        assert not crypto.verify(RFC6979_PUBLIC, b"samplf", signature)
+
+
 def _flip(data: bytes, index: int) -> bytes:
     return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
 
