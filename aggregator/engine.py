@@ -239,10 +239,6 @@ class NodeSigner:
     sign: SignFn
     sign_receipt: SignFn | None = None
 
-    @property
-    def receipt_signer(self) -> SignFn:
-        return self.sign_receipt or self.sign
-
 
 @dataclass(frozen=True)
 class EngineLimits:
@@ -364,7 +360,7 @@ class SoloEngine:
         self.counters = Counters()
         self._kid = signer.node_id.encode()
         self._protected = cose.protected_header(self._kid)
-        self._sign_receipt_fn = signer.receipt_signer
+        self._sign_receipt_fn = signer.sign_receipt or signer.sign
 
     def status(self) -> dict[str, object]:
         """A JSON-able summary for the node's HTTP status page."""
@@ -480,8 +476,7 @@ class SoloEngine:
     def _resend_of_committed(self, base: Submission, height: int) -> Submission:
         """A committed batch sent again: accept it as a duplicate with a fresh receipt."""
         entry = receipt_mod.committed(base.seq, height)
-        data = receipt_mod.sign(self.signer.node_id, base.device_id, [entry],
-                                 self.signer.receipt_signer)
+        data = self._sign_receipt(base.device_id, [entry])
         return Submission(ACCEPTED, DUPLICATE, base.tx_hash, base.device_id, base.seq,
                           receipt=data)
 
@@ -489,8 +484,7 @@ class SoloEngine:
         if not device_id or seq < 0 or code not in RECEIPTED_REJECTIONS:
             return None
         entry = receipt_mod.rejected(seq, code)
-        return receipt_mod.sign(self.signer.node_id, device_id, [entry],
-                                self.signer.receipt_signer)
+        return self._sign_receipt(device_id, [entry])
 
     # -- blocks -----------------------------------------------------------------------
 
@@ -568,7 +562,8 @@ class SoloEngine:
         return receipts
 
     def _sign_receipt(self, device_id: str, entries: list[receipt_mod.Entry]) -> bytes:
-        """`receipt.sign`, at C speed: a block signs one receipt per device in it."""
+        """`receipt.sign`, at C speed, with the receipt key: a block signs one receipt
+        per device in it, and a re-sent or rejected batch gets one of its own."""
         payload = fastcbor.receipt_payload(device_id, entries)
         return fastcbor.sign1(payload, self._kid, self._sign_receipt_fn, self._protected)
 
