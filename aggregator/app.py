@@ -107,7 +107,6 @@ import hashlib
 from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
@@ -123,6 +122,7 @@ from edge.portable.verify import Verified, verify_message
 
 from . import block as block_mod
 from . import fastcbor, rules, tx
+from .memo import computed_once
 from .merkle import EMPTY_ROOT, MemoryNodeStore, MerkleLog, Node, NodeStore
 
 __all__ = [
@@ -225,12 +225,12 @@ class Device:
             tuple((c, n) for c, n in viol), mask,
         )
 
-    @cached_property
+    @computed_once
     def encoded(self) -> bytes:
         """The record's deterministic CBOR (what the state root and the store use)."""
         return fastcbor.encode(self.to_obj())
 
-    @cached_property
+    @computed_once
     def digest(self) -> bytes:
         return hashlib.sha256(self.encoded).digest()
 

@@ -76,6 +76,7 @@ from edge.portable.batch import valid_id
 from edge.portable.errors import DecodeError, RemoteProtocolError
 
 from . import fastcbor
+from .memo import computed_once
 
 __all__ = [
     "BATCH",
@@ -187,7 +188,7 @@ class Tx:
     def kind_name(self) -> str:
         return KIND_NAMES[self.kind]
 
-    @functools.cached_property
+    @computed_once
     def body_hash(self) -> bytes:
         """SHA-256 of the body: for a batch, the hash the ledger knows it by.  Kept with
         the decoded tx, which `decode` remembers, so admission and execution share it."""

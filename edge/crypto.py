@@ -80,8 +80,20 @@ class SigningKey:
 
 
 def _raw_signature(der: bytes) -> bytes:
-    r, s = decode_dss_signature(der)
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    """r || s from OpenSSL's DER: SEQUENCE { INTEGER r, INTEGER s }, each integer minimal
+    (a leading zero when its top bit is set, so up to 33 bytes) and every length one
+    byte for P-256.  Sliced off the bytes when it has that shape (a receipt is signed per
+    device per block, and slicing costs a quarter of decoding to ints); anything else is
+    decoded in full."""
+    r_len = der[3] if len(der) > 3 else 0
+    s_at = 4 + r_len
+    if (der[:1] == b"\x30" and der[1] == len(der) - 2 and der[2] == 2 and r_len <= 33
+            and len(der) > s_at + 1 and der[s_at] == 2 and der[s_at + 1] <= 33
+            and der[s_at + 1] == len(der) - s_at - 2):
+        r, s = der[4:s_at], der[s_at + 2:]
+        return r[-32:].rjust(32, b"\x00") + s[-32:].rjust(32, b"\x00")
+    r_int, s_int = decode_dss_signature(der)
+    return r_int.to_bytes(32, "big") + s_int.to_bytes(32, "big")
 
 
 def _public_key_object(public_key: bytes) -> ec.EllipticCurvePublicKey:

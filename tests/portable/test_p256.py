@@ -7,6 +7,7 @@ import hashlib
 import random
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,6 +161,21 @@ def test_pure_and_native_sign_identically(secret: int, message: bytes) -> None:
     assert p256.verify(pure.public_key(), message, signature)
     assert crypto.verify(pure.public_key(), message, signature)
     assert not p256.verify(pure.public_key(), message + b"!", signature)
+
+
+_SCALARS = st.one_of(st.integers(min_value=1, max_value=2**16),
+                    st.integers(min_value=1, max_value=p256.N - 1))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_SCALARS, _SCALARS)
+def test_der_signatures_become_r_and_s_of_32_bytes_each(r: int, s: int) -> None:
+    """The sliced path (OpenSSL's DER shape) and the decoding fallback agree on any r, s,
+    including short integers and ones with a leading zero byte."""
+    der = encode_dss_signature(r, s)
+    assert crypto._raw_signature(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    with pytest.raises(ValueError):  # another shape is not sliced but decoded, and refused
+        crypto._raw_signature(der + b"\x00")
 
 
 def test_group_law_edge_cases() -> None:
