@@ -227,8 +227,10 @@ class Device:
 
     @computed_once
     def encoded(self) -> bytes:
-        """The record's deterministic CBOR (what the state root and the store use)."""
-        return fastcbor.encode(self.to_obj())
+        """The record's deterministic CBOR (what the state root and the store use):
+        `to_obj` encoded, built straight from the fields."""
+        mask = None if self.seen_mask == rules.SEEN_ALL else self.seen_mask
+        return fastcbor.device_record(self, mask)
 
     @computed_once
     def digest(self) -> bytes:

@@ -22,9 +22,11 @@ strings — because the first byte of those encodings grows with their length.  
                      decoder, which returns the same value or raises its coded error.
     sign1(...)       a COSE_Sign1 without a kcwt, the bytes `edge.portable.cose.sign1`
                      would make (receipts: one per device per block).
-    receipt_payload(...), pair(kind, body), leaf(device, seq, meter, hash)
-                     a receipt's payload, the tx envelope and a readings-log leaf.
-    These three and sign1 are built byte by byte from heads and strings (`_head`):
+    receipt_payload(...), pair(kind, body), leaf(device, seq, meter, hash),
+    device_record(device)
+                     a receipt's payload, the tx envelope, a readings-log leaf and a
+                     device record (`app.Device.to_obj`, rewritten for every batch).
+    These four and sign1 are built byte by byte from heads and strings (`_head`):
     fixed shapes, where cbor2's generic encoder spends most of its time deciding what
     it was given.
 
@@ -35,11 +37,15 @@ same bytes, only slower.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import cbor2
 
 from edge.portable import cbor, cose, p256, receipt
 from edge.portable.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from .app import Device
 
 
 def encode(obj: object) -> bytes:
@@ -80,10 +86,19 @@ def decode_pair(raw: bytes, **limits: int) -> object:
     return cbor.decode(raw, **limits)
 
 
+# The heads of values below 256 for the major types the node writes (uint, negative
+# int, byte string, text, array), looked up instead of built: most heads are these.
+_SMALL_HEADS = tuple(
+    tuple(bytes((major << 5 | value,)) if value < 24 else bytes((major << 5 | 24, value))
+          for value in range(256))
+    for major in range(5)
+)
+
+
 def _head(major: int, value: int) -> bytes:
     """The shortest head of major type `major` carrying `value` (0 <= value < 2**64)."""
-    if value < 24:
-        return bytes((major << 5 | value,))
+    if value < 256 and major < 5:
+        return _SMALL_HEADS[major][value]
     for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
         if value < 1 << (8 * width):
             return bytes((major << 5 | extra,)) + value.to_bytes(width, "big")
@@ -142,4 +157,37 @@ def receipt_payload(device_id: str, entries: list[receipt.Entry]) -> bytes:
         b"\xa2", _head(0, receipt.R_DEVICE), _text(device_id),
         _head(0, receipt.R_ENTRIES), _head(4, len(entries)),
         *(b"\x83" + _int(e.seq) + _text(e.status) + _int(e.height) for e in entries),
+    ])
+
+
+_TRUE, _FALSE = b"\xf5", b"\xf4"
+
+
+def _number(value: int | float) -> bytes:
+    return _int(value) if type(value) is int else cbor.encode_float(value)
+
+
+def device_record(device: Device, mask: int | None) -> bytes:
+    """encode(device.to_obj()): the record's 12 items, and `mask` as a 13th when given.
+    A record with a value of any other type (a register that is not an int or a float,
+    `revoked` not a bool) goes to the generic encoder."""
+    plain = type(device.revoked) is bool and all(
+        type(v) is int or type(v) is float for _, _, v in device.registers)
+    if not plain:
+        return encode(device.to_obj())
+    return b"".join([
+        b"\x8c" if mask is None else b"\x8d",
+        _text(device.device_id), _bytes(device.certificate),
+        _head(4, len(device.meters)), *map(_text, device.meters),
+        _head(4, len(device.profiles)),
+        *(b"\x82" + _text(meter) + _text(name) for meter, name in device.profiles),
+        _TRUE if device.revoked else _FALSE,
+        _int(device.registry_time_s), _int(device.last_seq), _bytes(device.last_batch_hash),
+        _int(device.last_height),
+        _head(4, len(device.registers)),
+        *(b"\x83" + _text(m) + _text(o) + _number(v) for m, o, v in device.registers),
+        _int(device.batches),
+        _head(4, len(device.violations)),
+        *(b"\x82" + _text(code) + _int(n) for code, n in device.violations),
+        b"" if mask is None else _int(mask),
     ])

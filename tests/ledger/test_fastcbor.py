@@ -6,7 +6,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from aggregator import fastcbor
+from aggregator import fastcbor, rules
+from aggregator.app import Device
 from edge.portable import cbor, cose, receipt
 from edge.portable.errors import DecodeError, LocalProtocolError
 
@@ -157,3 +158,29 @@ def test_sign1_signs_the_portable_sig_structure(payload: bytes, kid: bytes) -> N
     fast = fastcbor.sign1(payload, kid, sign)
     assert signed == [cbor.encode(["Signature1", cose.protected_header(kid), b"", payload])]
     assert fast == cose.sign1(payload, kid, lambda _: bytes(range(64)))
+
+
+_texts = st.text(max_size=20)
+_devices = st.builds(
+    Device,
+    device_id=_texts,
+    certificate=st.binary(max_size=300),
+    meters=st.lists(_texts, max_size=4).map(tuple),
+    profiles=st.lists(st.tuples(_texts, _texts), max_size=3).map(tuple),
+    revoked=st.one_of(st.booleans(), st.integers(0, 1)),  # an int takes the generic path
+    registry_time_s=st.integers(-1, 2**40),
+    last_seq=st.integers(-1, 2**40),
+    last_batch_hash=st.binary(max_size=32),
+    last_height=st.integers(0, 2**40),
+    registers=st.lists(st.tuples(_texts, _texts, st.one_of(
+        st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=True), st.booleans())),
+        max_size=4).map(tuple),
+    batches=st.integers(0, 2**40),
+    violations=st.lists(st.tuples(_texts, st.integers(0, 2**32)), max_size=4).map(tuple),
+    seen_mask=st.one_of(st.just(rules.SEEN_ALL), st.integers(0, rules.SEEN_ALL)),
+)
+
+
+@given(_devices)
+def test_device_record_is_the_portable_encoding(device: Device) -> None:
+    assert device.encoded == cbor.encode(device.to_obj())
