@@ -457,7 +457,7 @@ class SoloEngine:
         """`submit` for a device's COSE_Sign1 as a transport received it; `prechecked`
         is `app.precheck(message, ...)` when a worker pool did it."""
         try:
-            raw = tx_mod.encode(tx_mod.BATCH, message)
+            raw = tx_mod.encode_batch(message)
         except tx_mod.TxLimitError as exc:
             self.counters.checked(exc.code)
             return Submission(REJECTED, exc.code)

@@ -66,8 +66,8 @@ Errors
 
 from __future__ import annotations
 
-import functools
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -257,7 +257,19 @@ def decode(raw: bytes) -> Tx:
         raise TxFormatError("a transaction is bytes")
     if len(raw) > TX_BYTES_MAX:
         raise TxLimitError(f"transaction of {len(raw)} bytes > {TX_BYTES_MAX}")
-    return _remembered(raw) if len(raw) <= DECODED_TX_BYTES_MAX else _decode(raw)
+    if len(raw) > DECODED_TX_BYTES_MAX:
+        return _decode(raw)
+    found = _remembered.get(raw)
+    return found if found is not None else _remember(_decode(raw))
+
+
+def encode_batch(message: bytes) -> bytes:
+    """`encode(BATCH, message)`, remembered as decoded: admission decodes it next, and
+    reading back the envelope just built would only find `message` again."""
+    raw = encode(BATCH, message)
+    if len(raw) <= DECODED_TX_BYTES_MAX:
+        _remember(Tx(BATCH, message, raw, tx_hash(raw)))
+    return raw
 
 
 def _decode(raw: bytes) -> Tx:
@@ -270,7 +282,15 @@ def _decode(raw: bytes) -> Tx:
     return Tx(kind, body, raw, tx_hash(raw))
 
 
-_remembered = functools.lru_cache(maxsize=DECODED_MAX)(_decode)
+_remembered: OrderedDict[bytes, Tx] = OrderedDict()
+
+
+def _remember(decoded: Tx) -> Tx:
+    """Keep the newest DECODED_MAX envelopes by their bytes (oldest out first)."""
+    _remembered[decoded.raw] = decoded
+    while len(_remembered) > DECODED_MAX:
+        _remembered.popitem(last=False)
+    return decoded
 
 
 # -- registry statements ----------------------------------------------------------------

@@ -19,6 +19,24 @@ def test_envelope_round_trip_and_hash(world: World) -> None:
     assert tx.encode(tx.BATCH, message) == raw  # deterministic
 
 
+def test_a_batch_encoded_for_admission_decodes_as_its_bytes_would(world: World) -> None:
+    message = world.message("gw-1", 2)
+    raw = tx.encode_batch(message)
+    assert raw == tx.encode(tx.BATCH, message)
+    remembered, fresh = tx.decode(raw), tx._decode(raw)
+    assert (remembered.kind, remembered.body, remembered.raw, remembered.hash) == (
+        fresh.kind, fresh.body, fresh.raw, fresh.hash)
+    assert remembered.body_hash == fresh.body_hash
+
+
+def test_the_decoded_memo_keeps_only_the_newest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tx, "DECODED_MAX", 3)
+    raws = [tx.encode_batch(bytes([n]) * 40) for n in range(5)]
+    assert [raw in tx._remembered for raw in raws] == [False, False, True, True, True]
+    assert tx.decode(raws[0]).body == bytes([0]) * 40  # decoded again when forgotten
+    assert raws[0] in tx._remembered and raws[2] not in tx._remembered
+
+
 @pytest.mark.parametrize(
     ("raw", "code"),
     [
