@@ -122,7 +122,7 @@ from edge.portable.verify import Verified, verify_message
 
 from . import block as block_mod
 from . import fastcbor, rules, tx
-from .memo import computed_once
+from .hotpath import computed_once, frozen_init
 from .merkle import EMPTY_ROOT, MemoryNodeStore, MerkleLog, Node, NodeStore
 
 __all__ = [
@@ -173,6 +173,7 @@ Periods = Mapping[str, tuple[tuple[int, int], ...]]
 # -- values ----------------------------------------------------------------------------
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Device:
     """A device's registry entry and history, as every node holds it."""
@@ -342,6 +343,7 @@ class AppConfig:
     records (`tx.record_signers`)."""
 
 
+@frozen_init
 @dataclass(frozen=True)
 class CheckResult:
     code: str
@@ -355,6 +357,7 @@ class CheckResult:
         return self.code == OK
 
 
+@frozen_init
 @dataclass(frozen=True)
 class TxResult:
     tx_hash: bytes

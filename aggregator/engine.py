@@ -74,6 +74,7 @@ from .app import (
     TxResult,
     run_steps,
 )
+from .hotpath import frozen_init
 from .rules import DUPLICATE, REPLAY
 
 __all__ = [
@@ -129,6 +130,7 @@ class Timeout:
 Event = TxIn | Timeout
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Submission:
     """The admission verdict for one transaction."""
@@ -155,6 +157,7 @@ class Committed:
     app_hash: bytes
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Receipt:
     device_id: str

@@ -76,7 +76,7 @@ from edge.portable.batch import valid_id
 from edge.portable.errors import DecodeError, RemoteProtocolError
 
 from . import fastcbor
-from .memo import computed_once
+from .hotpath import computed_once, frozen_init
 
 __all__ = [
     "BATCH",
@@ -175,6 +175,7 @@ class RecordSignatureError(TxError):
     code = "tx.signature"
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Tx:
     """A decoded transaction: its kind, its body (COSE_Sign1 bytes) and its hash."""
