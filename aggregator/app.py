@@ -425,6 +425,7 @@ def leaf_bytes(device_id: str, seq: int, meter_id: str, batch_hash: bytes) -> by
     return fastcbor.leaf(device_id, seq, meter_id, batch_hash)
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Prechecked:
     """The state-free part of checking a batch, done ahead (picklable)."""
