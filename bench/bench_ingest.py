@@ -563,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     judged = "worst ratio" if args.runs == 1 else f"median over {args.runs} runs of the worst ratio"
     print(f"\ngoal: committed >= {GOAL} of the limit; {judged} {worst:.2f} "
           f"({'met' if worst >= GOAL else 'not met'}; sustained {sustained:.2f})")
+    if len(transports) > 1:  # which path decided it
+        for t in transports:
+            ratio = statistics.median(r.ratios[t] for r in reports)
+            print(f"  {t:8} {ratio:.2f} ({'met' if ratio >= GOAL else 'not met'})")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def test_bench_ingest_commits_every_batch_directly_and_over_coap(
         assert "B/reading on disk" in line and "INCOMPLETE" not in line, out
         assert "p50 nan" not in line, out  # receipts were matched to their batches
     assert "goal: committed >= 0.6 of the limit" in out
+    for transport in ("direct", "coap"):  # and each path's own verdict under it
+        assert re.search(rf"^  {transport} +\d\.\d\d \((met|not met)\)$", out, re.M), out
     # CPU per batch: the limit's, and each path's split into node process and workers
     [limit_line] = [x for x in out.splitlines() if x.strip().startswith("limit: verify_message")]
     assert float(limit_line.split()[2]) > 0, out
