@@ -599,6 +599,8 @@ class _Draft:
 def _count(
     violations: tuple[tuple[str, int], ...], found: Sequence[rules.Violation]
 ) -> tuple[tuple[str, int], ...]:
+    if not found:  # most batches: the counts stay as they were
+        return violations
     counts = dict(violations)
     for v in found:
         counts[v.code] = counts.get(v.code, 0) + 1
@@ -889,12 +891,12 @@ class Application:
             return self._reject(draft, TxResult(tx_hash, rules.REPLAY, device_id, seq,
                                                 violations=(replay,)))
         late = last_seq is not None and seq < last_seq
-        registers = (device.register_map() if late
-                     else rules.next_registers(device.register_map(), batch))
+        last_registers = device.register_map()
+        registers = last_registers if late else rules.next_registers(last_registers, batch)
         if len(registers) > REGISTERS_MAX:
             return self._reject(draft, TxResult(tx_hash, TOO_MANY_REGISTERS, device_id, seq))
         seen_mask, missing = rules.next_window(last_seq, device.seen_mask, seq)
-        found = self._rule_violations(device, batch, missing, late, time_s)
+        found = self._rule_violations(device, last_registers, batch, missing, late, time_s)
         found += rules.check_verification(draft.periods, batch) if draft.periods else ()
         first_leaf = draft.log.size + len(draft.leaves)
         for group in batch.meters:
@@ -920,15 +922,16 @@ class Application:
         return TxResult(tx_hash, OK, device_id, seq, first_leaf, len(batch.meters), tuple(found))
 
     def _rule_violations(
-        self, device: Device, batch: batch_mod.Batch, missing: int, late: bool, time_s: int
+        self, device: Device, registers: rules.Registers, batch: batch_mod.Batch,
+        missing: int, late: bool, time_s: int,
     ) -> list[rules.Violation]:
-        """The rules that flag a committed batch; a late batch is older than the
-        registers on record, so it is not judged against them."""
+        """The rules that flag a committed batch (`registers`: the device's on record);
+        a late batch is older than those registers, so it is not judged against them."""
         limits = {m: self.config.profiles.get(p, {}) for m, p in device.profiles}
         gap = rules.check_gap(missing, batch)
         return [
             *([gap] if gap else []),
-            *([] if late else rules.check_backwards(device.register_map(), batch)),
+            *([] if late else rules.check_backwards(registers, batch)),
             *rules.check_plausibility(limits, batch),
             *rules.check_skew(batch, time_s),
         ]
