@@ -69,8 +69,13 @@ def frozen_init(cls: C) -> C:
     if ("__slots__" in cls.__dict__ or hasattr(cls, "__post_init__")
             or any(f.kw_only or not f.init for f in fields)):
         raise TypeError(f"{cls.__name__}: slots, __post_init__, kw_only or init=False")
+    names = {f.name for f in fields}
+    if names & {"_NO_VALUE", "_fields"} or any(n.startswith(("_default_", "_factory_"))
+                                               for n in names):
+        raise TypeError(f"{cls.__name__}: a field name the generated __init__ uses itself")
+    this = "__dataclass_self__" if "self" in names else "self"  # as dataclasses does
     scope: dict[str, Any] = {"_NO_VALUE": _NO_VALUE}
-    signature, body = ["self"], ["    d = self.__dict__"]
+    signature, body = [this], [f"    _fields = {this}.__dict__"]
     for f in fields:
         if f.default is not dataclasses.MISSING:
             scope[f"_default_{f.name}"] = f.default
@@ -81,7 +86,7 @@ def frozen_init(cls: C) -> C:
             body.append(f"    if {f.name} is _NO_VALUE: {f.name} = _factory_{f.name}()")
         else:
             signature.append(f.name)
-        body.append(f"    d[{f.name!r}] = {f.name}")
+        body.append(f"    _fields[{f.name!r}] = {f.name}")
     source = f"def __init__({', '.join(signature)}):\n" + "\n".join(body) + "\n"
     exec(source, scope)  # code built above from the class's own field names only
     init = scope["__init__"]

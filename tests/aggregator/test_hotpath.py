@@ -91,6 +91,20 @@ def test_frozen_init_refuses_what_it_would_get_wrong() -> None:
     class Keywords:
         name: str = field(kw_only=True)
 
-    for cls in (Mutable, Checked, Slotted, Keywords, int):
+    @dataclass(frozen=True)
+    class Clashing:
+        _fields: int
+
+    for cls in (Mutable, Checked, Slotted, Keywords, Clashing, int):
         with pytest.raises(TypeError):
             frozen_init(cls)
+
+
+def test_frozen_init_takes_a_field_named_self_and_one_named_d() -> None:
+    @frozen_init
+    @dataclass(frozen=True)
+    class Odd:
+        self: int
+        d: str = "x"
+
+    assert (Odd(1).self, Odd(1).d, Odd(self=2, d="y").d) == (1, "x", "y")
