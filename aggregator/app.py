@@ -193,10 +193,16 @@ class Device:
     seen_mask: int = rules.SEEN_ALL
     """Which of the SEQ_WINDOW seqs below last_seq are committed (`rules.next_window`)."""
 
+    @property
+    def open_mask(self) -> int | None:
+        """`seen_mask` when some seq below last_seq is still open, else None: the record
+        carries the mask only then, so a device whose batches came in order has the
+        record it always had."""
+        return None if self.seen_mask == rules.SEEN_ALL else self.seen_mask
+
     def to_obj(self) -> list[object]:
-        """The record as CBOR data; the mask only when some seq below last_seq is still
-        open, so a device whose batches came in order has the record it always had."""
-        mask = [] if self.seen_mask == rules.SEEN_ALL else [self.seen_mask]
+        """The record as CBOR data (12 items, and `open_mask` as a 13th when set)."""
+        mask = self.open_mask
         return [
             self.device_id,
             self.certificate,
@@ -210,7 +216,7 @@ class Device:
             [list(r) for r in self.registers],
             self.batches,
             [list(v) for v in self.violations],
-            *mask,
+            *([] if mask is None else [mask]),
         ]
 
     @classmethod
@@ -230,8 +236,7 @@ class Device:
     def encoded(self) -> bytes:
         """The record's deterministic CBOR (what the state root and the store use):
         `to_obj` encoded, built straight from the fields."""
-        mask = None if self.seen_mask == rules.SEEN_ALL else self.seen_mask
-        return fastcbor.device_record(self, mask)
+        return fastcbor.device_record(self)
 
     @computed_once
     def digest(self) -> bytes:

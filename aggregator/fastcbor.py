@@ -167,14 +167,15 @@ def _number(value: int | float) -> bytes:
     return _int(value) if type(value) is int else cbor.encode_float(value)
 
 
-def device_record(device: Device, mask: int | None) -> bytes:
-    """encode(device.to_obj()): the record's 12 items, and `mask` as a 13th when given.
+def device_record(device: Device) -> bytes:
+    """encode(device.to_obj()): the record's 12 items, and its open mask as a 13th.
     A record with a value of any other type (a register that is not an int or a float,
     `revoked` not a bool) goes to the generic encoder."""
     plain = type(device.revoked) is bool and all(
         type(v) is int or type(v) is float for _, _, v in device.registers)
     if not plain:
         return encode(device.to_obj())
+    mask = device.open_mask
     return b"".join([
         b"\x8c" if mask is None else b"\x8d",
         _text(device.device_id), _bytes(device.certificate),
