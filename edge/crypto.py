@@ -2,8 +2,9 @@
 
 `SigningKey` and `verify` have the same shape as `edge.portable.p256` and give the same
 bytes (both use RFC 6979 deterministic nonces), so code written against one runs with
-the other.  The backend is `cryptography` (OpenSSL): `just bench-crypto` measured it
-against pycryptodome and pure Python, see docs/decisions.md.
+the other; `SigningKey.sign_random_nonce` is the one addition, for a node's receipts.
+The backend is `cryptography` (OpenSSL): `just bench-crypto` measured it against
+pycryptodome and pure Python, see docs/decisions.md.
 
 Key files: private keys are PEM PKCS#8, written with mode 0600 and never logged; public
 keys are PEM SubjectPublicKeyInfo.
@@ -32,7 +33,8 @@ _X962 = serialization.Encoding.X962
 
 
 class SigningKey:
-    """A P-256 private key signing with deterministic ECDSA through OpenSSL."""
+    """A P-256 private key signing through OpenSSL: deterministic ECDSA (`sign`), or
+    with a random nonce (`sign_random_nonce`)."""
 
     def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
         if not isinstance(key.curve, ec.SECP256R1):
