@@ -68,10 +68,19 @@ class ClusterError(LocalProtocolError):
     code = "cluster.local"
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+def free_port(kind: int = socket.SOCK_STREAM, taken: set[int] | None = None) -> int:
+    """A loopback port nothing is bound to now.  The kernel may hand a just-released
+    port out again, so a caller choosing several ports passes `taken`: the port is none
+    of those, and joins them."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if taken is None:
+            return port
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 def _address(port: int) -> str:
@@ -97,14 +106,16 @@ def create(directory: Path, nodes: int, ca_dir: Path | None = None,
     keys = [crypto.SigningKey.generate() for _ in range(nodes)]
     entries: list[dict[str, Any]] = []
     validators = []
+    taken: set[int] = set()  # every port of the cluster differs from every other
     for index, key in enumerate(keys):
         node_id = f"node-{index}"
-        peer = free_port()
+        peer = free_port(taken=taken)
         entry: dict[str, Any] = {"node_id": node_id, "dir": str(directory / node_id), "pid": None,
-                 "coap": _address(free_port(socket.SOCK_DGRAM)),
-                 "http": _address(free_port()), "peer": _address(peer),
-                 "peer_listen": _address(free_port() if index in proxied else peer),
-                 "mqtt": None if mqtt_url else _address(free_port()), "mqtt_url": mqtt_url}
+                 "coap": _address(free_port(socket.SOCK_DGRAM, taken)),
+                 "http": _address(free_port(taken=taken)), "peer": _address(peer),
+                 "peer_listen": _address(free_port(taken=taken) if index in proxied else peer),
+                 "mqtt": None if mqtt_url else _address(free_port(taken=taken)),
+                 "mqtt_url": mqtt_url}
         entries.append(entry)
         validators.append(genesis_mod.Validator(node_id, key.public_key(), 1, entry["peer"],
                                                 entry["coap"], entry["http"]))
