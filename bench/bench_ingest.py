@@ -158,6 +158,10 @@ class CpuUse:
     def cores_busy(self) -> float:
         return self.machine_s / self.wall_s if self.wall_s > 0 else 0.0
 
+    def each_us(self, count: int) -> tuple[float, float]:
+        """(own, workers) µs of CPU for each of `count` items done over the span."""
+        return self.own_s / count * 1e6, self.workers_s / count * 1e6
+
 
 def _process_s(process: psutil.Process) -> float:
     try:
@@ -462,7 +466,7 @@ async def shell_run(signed: list[Signed], inflight: int) -> ShellCost:
     finally:
         await server.shutdown()
     requests = len(first_round)
-    return ShellCost(cpu.own_s / requests * 1e6, devices_cpu_s / requests * 1e6)
+    return ShellCost(cpu.each_us(requests)[0], devices_cpu_s / requests * 1e6)
 
 
 async def node_run(transport: str, ca_dir: Path, data_dir: Path, signed: list[Signed],
@@ -516,13 +520,10 @@ def machine() -> str:
     return f"{summary()}, {openssl_backend.openssl_version_text()}"
 
 
-def print_cpu(limit: Rate, messages: int, results: Sequence[Result],
-              shell: ShellCost | None) -> float | None:
-    """CPU per batch for the limit's best run and each node run, and the ratio they
-    account for (module docstring); with `shell`, what CoAP could reach at best (the
-    ratio returned)."""
+def print_cpu(limit: Rate, limit_us: float, results: Sequence[Result]) -> None:
+    """CPU per batch for the limit's best run (`limit_us` a message) and each node run,
+    and the ratio they account for (module docstring)."""
     cores = os.cpu_count() or 1
-    limit_us = (limit.cpu.own_s + limit.cpu.workers_s) / messages * 1e6
     print(f"\nCPU per batch, µs (cores busy, of {cores}):")
     print(f"  {'limit: verify_message':42} {limit_us:6.0f}  ({limit.cpu.cores_busy:.2f})")
     for r in results:
@@ -530,7 +531,7 @@ def print_cpu(limit: Rate, messages: int, results: Sequence[Result],
         if not r.readings:
             continue
         batches = r.readings  # one meter a device: a batch is a reading
-        node_us, workers_us = cpu.own_s / batches * 1e6, cpu.workers_s / batches * 1e6
+        node_us, workers_us = cpu.each_us(batches)
         devices_us = r.devices_cpu_s / batches * 1e6
         apart = f"; devices {devices_us:.0f} apart" if r.devices_cpu_s else ""
         print(f"  {r.transport + ': node process + workers':42} {node_us + workers_us:6.0f}  "
@@ -541,7 +542,6 @@ def print_cpu(limit: Rate, messages: int, results: Sequence[Result],
         accounted = limit_us / (node_us + workers_us) * cpu.cores_busy / limit.cpu.cores_busy
         print(f"  {'':42} accounted ratio {accounted:.2f} = {limit_us:.0f}/"
               f"{node_us + workers_us:.0f} × {cpu.cores_busy:.2f}/{limit.cpu.cores_busy:.2f}")
-    return None if shell is None else print_shell(limit_us, results, shell)
 
 
 def print_shell(limit_us: float, results: Sequence[Result], shell: ShellCost) -> float | None:
@@ -553,8 +553,7 @@ def print_shell(limit_us: float, results: Sequence[Result], shell: ShellCost) ->
     direct = next((r for r in results if r.transport == "direct" and r.readings), None)
     if direct is None or limit_us <= 0:
         return None
-    cpu = direct.watched.cpu
-    direct_us = (cpu.own_s + cpu.workers_s) / direct.readings * 1e6
+    direct_us = sum(direct.watched.cpu.each_us(direct.readings))
     best = limit_us / (direct_us + shell.server_us)
     print(f"  {'':42} coap at best {best:.2f} = {limit_us:.0f}/"
           f"({direct_us:.0f} + {shell.server_us:.0f}), devices elsewhere")
@@ -605,7 +604,9 @@ def one_run(devices: int, batches: int, transports: Sequence[str],
         if r.readings < len(signed) or r.refused:
             note += f"; INCOMPLETE {r.readings}/{len(signed)}, {r.refused} refused"
         print(f"{name:44} {r.rate:10.0f} {r.rate / limit:8.2f}  {note}")
-    coap_best = print_cpu(best, len(messages), results, shell)
+    limit_us = sum(best.cpu.each_us(len(messages)))
+    print_cpu(best, limit_us, results)
+    coap_best = None if shell is None else print_shell(limit_us, results, shell)
     return RunReport({r.transport: r.rate / limit for r in results},
                      {r.transport: r.sustained_rate / limit for r in results}, coap_best)
 
