@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def test_bench_ingest_commits_every_batch_directly_and_over_coap(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))  # also seen by the spawned device process
+@pytest.fixture
+def bench_ingest(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """bench/bench_ingest.py, imported afresh from the bench folder on sys.path (also
+    seen by the spawned device process)."""
+    monkeypatch.syspath_prepend(str(BENCH))
     sys.modules.pop("bench_ingest", None)
-    import bench_ingest
+    return importlib.import_module("bench_ingest")
 
+
+def test_bench_ingest_commits_every_batch_directly_and_over_coap(
+    capsys: pytest.CaptureFixture[str], bench_ingest: ModuleType
+) -> None:
     # enough batches that every process crosses many ticks of the CPU clock (10 ms)
     assert bench_ingest.main(["--devices", "200", "--batches", "2", "--inflight", "16"]) == 0
     out = capsys.readouterr().out
@@ -64,12 +71,8 @@ def _cpu_figures(line: str) -> tuple[float, float, float]:
 
 
 def test_bench_ingest_repeats_and_judges_the_median(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], bench_ingest: ModuleType
 ) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("bench_ingest", None)
-    import bench_ingest
-
     assert bench_ingest.main(["--devices", "20", "--batches", "1", "--inflight", "4",
                               "--transport", "direct", "--runs", "3"]) == 0
     out = capsys.readouterr().out
@@ -83,13 +86,9 @@ def test_bench_ingest_repeats_and_judges_the_median(
 
 
 def test_bench_ingest_judges_the_direct_path_and_says_where_coap_stands(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], bench_ingest: ModuleType
 ) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("bench_ingest", None)
-    import bench_ingest
-
-    def report(direct: float, coap: float, best: float | None) -> bench_ingest.RunReport:
+    def report(direct: float, coap: float, best: float | None) -> object:
         return bench_ingest.RunReport({"direct": direct, "coap": coap},
                                       {"direct": direct + 0.01, "coap": coap}, best)
 
